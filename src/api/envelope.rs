@@ -1,0 +1,59 @@
+//! The `{code, data, msg}` envelope every answer uses.
+
+use poem::http::StatusCode;
+use poem::Response;
+use poem_openapi::types::{ParseFromJSON, ToJSON};
+use poem_openapi::Object;
+
+/// A successful (or task-level) answer: `code` 0 on success, 1 when the task failed.
+#[derive(Debug, Clone, Object)]
+pub struct Envelope<T: ParseFromJSON + ToJSON> {
+    /// 0 on success, 1 on failure.
+    pub code: i32,
+    /// The result.
+    pub data: T,
+    /// The last stderr line on success, the failure text otherwise.
+    pub msg: String,
+}
+
+impl<T: ParseFromJSON + ToJSON> Envelope<T> {
+    /// `code` 0 with `data`.
+    pub fn ok(data: T) -> Self {
+        Self {
+            code: 0,
+            data,
+            msg: String::new(),
+        }
+    }
+}
+
+/// An error answer: `code` 1, `data` null, `msg` says what is wrong.
+#[derive(Debug, Clone, Object)]
+pub struct ErrorEnvelope {
+    /// Always 1.
+    pub code: i32,
+    /// Always null.
+    pub data: Option<String>,
+    /// What is wrong.
+    pub msg: String,
+}
+
+impl ErrorEnvelope {
+    /// An error saying `msg`.
+    pub fn new(msg: impl Into<String>) -> Self {
+        Self {
+            code: 1,
+            data: None,
+            msg: msg.into(),
+        }
+    }
+}
+
+/// A JSON answer with `status`.
+pub fn respond<T: ToJSON>(status: StatusCode, body: &T) -> Response {
+    let json = body.to_json_string();
+    Response::builder()
+        .status(status)
+        .content_type("application/json; charset=utf-8")
+        .body(json)
+}

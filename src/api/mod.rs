@@ -1,0 +1,282 @@
+//! The HTTP layer: translates requests into [`App`] calls and results into `{code, data, msg}`.
+//!
+//! The fixed API is written with poem-openapi, so its types and `///` comments become the
+//! OpenAPI document. The per-task endpoints (`/sync/<ct>/<name>`, `/async/<ct>/<name>`) are plain
+//! poem handlers that look the task up in the current route table on every call, so a reload
+//! changes them without rebuilding the router. Every error, including poem's own (404, 405,
+//! a body that does not parse), leaves through [`error_envelope`], the one place that maps errors
+//! to HTTP.
+
+mod body;
+mod envelope;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::http::StatusCode;
+use poem::web::{Data, Path};
+use poem::{handler, post, Body, EndpointExt, IntoEndpoint, Response, Route};
+use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService};
+use uuid::Uuid;
+
+use crate::app::{self, App};
+use crate::sessions::{KillError, SessionInfo};
+
+pub use body::LenientJson;
+pub use envelope::{Envelope, ErrorEnvelope};
+
+/// Request bodies larger than this are refused with 413.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// How long `/async/kill` waits for the killed session to end before answering.
+const KILL_WAIT_EXTRA: Duration = Duration::from_secs(5);
+
+/// One route of `/list`.
+#[derive(Debug, Clone, Object)]
+pub struct RouteInfo {
+    /// HTTP method.
+    pub method: String,
+    /// URL path.
+    pub path: String,
+}
+
+/// One task of `/discovery`, as the Django side registers periodic tasks from it.
+#[derive(Debug, Clone, Object)]
+pub struct DiscoveryItem {
+    /// Task name as configured.
+    pub name: String,
+    /// Cluster type as configured.
+    pub cluster_type: String,
+    /// `<cluster-type>/<name>` in kebab case: the part after `/sync/` or `/async/`.
+    pub url: String,
+    /// Whether the task can be called with no body.
+    pub empty_param: bool,
+    /// Whether the task is served.
+    pub enable: bool,
+}
+
+/// Selects one session.
+#[derive(Debug, Clone, Object)]
+pub struct SessionRef {
+    /// The id `POST /async/...` answered with.
+    pub session_id: String,
+}
+
+/// Answers of `/async/query`.
+#[derive(ApiResponse)]
+pub enum QueryAnswer {
+    /// The session (a one-element list), or every session newest first.
+    #[oai(status = 200)]
+    Ok(Json<Envelope<Vec<SessionInfo>>>),
+    /// The session id is not a UUID.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorEnvelope>),
+    /// No such session (never existed, or cleaned after its retention).
+    #[oai(status = 404)]
+    NotFound(Json<ErrorEnvelope>),
+}
+
+/// Answers of `/async/kill`.
+#[derive(ApiResponse)]
+pub enum KillAnswer {
+    /// The session has been killed (or had already ended); its final state.
+    #[oai(status = 200)]
+    Ok(Json<Envelope<SessionInfo>>),
+    /// The body has no `session_id`, or it is not a UUID.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorEnvelope>),
+    /// No such session.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorEnvelope>),
+}
+
+fn parse_session_id(raw: &str) -> Result<Uuid, String> {
+    Uuid::parse_str(raw.trim()).map_err(|e| format!("session_id `{raw}` is not a UUID: {e}"))
+}
+
+/// The fixed API.
+pub struct Api {
+    app: Arc<App>,
+}
+
+#[OpenApi]
+impl Api {
+    /// Every route the service answers, in a stable order.
+    #[oai(path = "/list", method = "get")]
+    async fn list(&self) -> Json<Envelope<Vec<RouteInfo>>> {
+        let table = self.app.routes.load();
+        let routes = table
+            .routes()
+            .into_iter()
+            .map(|(method, path)| RouteInfo {
+                method: method.to_string(),
+                path,
+            })
+            .collect();
+        Json(Envelope::ok(routes))
+    }
+
+    /// Every task with its URL, for the Django side to register periodic tasks.
+    #[oai(path = "/discovery", method = "get")]
+    async fn discovery(&self) -> Json<Envelope<Vec<DiscoveryItem>>> {
+        let table = self.app.routes.load();
+        let items = table
+            .tasks
+            .values()
+            .map(|t| DiscoveryItem {
+                name: t.name.clone(),
+                cluster_type: t.cluster_type.clone(),
+                url: t.path.clone(),
+                empty_param: t.empty_param(),
+                enable: t.enabled,
+            })
+            .collect();
+        Json(Envelope::ok(items))
+    }
+
+    /// One async session by id (answered as a one-element list), or, with no body or `{}`,
+    /// every session newest first.
+    #[oai(path = "/async/query", method = "post")]
+    async fn query(&self, body: LenientJson<Option<SessionQuery>>) -> QueryAnswer {
+        let Some(raw) = body.0.and_then(|q| q.session_id) else {
+            return QueryAnswer::Ok(Json(Envelope::ok(self.app.sessions.all())));
+        };
+        let id = match parse_session_id(&raw) {
+            Ok(id) => id,
+            Err(e) => return QueryAnswer::BadRequest(Json(ErrorEnvelope::new(e))),
+        };
+        match self.app.sessions.get(id) {
+            Some(s) => QueryAnswer::Ok(Json(Envelope::ok(vec![s]))),
+            None => QueryAnswer::NotFound(Json(ErrorEnvelope::new(format!(
+                "session {id} not found"
+            )))),
+        }
+    }
+
+    /// Kills a session's whole process group (SIGTERM, then SIGKILL after the grace period)
+    /// and answers with its final state; the session stays queryable.
+    #[oai(path = "/async/kill", method = "post")]
+    async fn kill(&self, body: LenientJson<SessionRef>) -> KillAnswer {
+        let id = match parse_session_id(&body.0.session_id) {
+            Ok(id) => id,
+            Err(e) => return KillAnswer::BadRequest(Json(ErrorEnvelope::new(e))),
+        };
+        let wait = self.app.settings.kill_grace + KILL_WAIT_EXTRA;
+        match self.app.sessions.kill(id, wait).await {
+            Ok(s) => KillAnswer::Ok(Json(Envelope::ok(s))),
+            Err(e @ KillError::NotFound(_)) => {
+                KillAnswer::NotFound(Json(ErrorEnvelope::new(e.to_string())))
+            }
+        }
+    }
+
+    /// Liveness probe: answers `pong`.
+    #[oai(path = "/ping", method = "get")]
+    async fn ping(&self) -> PlainText<&'static str> {
+        PlainText("pong")
+    }
+}
+
+/// The optional body of `/async/query`.
+#[derive(Debug, Clone, Object)]
+pub struct SessionQuery {
+    /// The session to show; absent means every session.
+    pub session_id: Option<String>,
+}
+
+/// The OpenAPI service for the fixed API (also the base of the served document).
+pub fn openapi_service(app: Arc<App>) -> OpenApiService<Api, ()> {
+    OpenApiService::new(Api { app }, "celery-service", env!("CARGO_PKG_VERSION"))
+}
+
+/// The whole HTTP application.
+pub fn build(app: Arc<App>) -> impl poem::Endpoint {
+    let api = openapi_service(app.clone());
+    Route::new()
+        .at("/sync/:cluster_type/:name", post(sync_task))
+        .at("/async/:cluster_type/:name", post(async_task))
+        .nest("/", api)
+        .data(app)
+        .catch_all_error(error_envelope)
+        .into_endpoint()
+}
+
+/// Turns any error into the envelope, keeping its HTTP status.
+async fn error_envelope(err: poem::Error) -> Response {
+    let status = err.status();
+    let msg = if status == StatusCode::NOT_FOUND {
+        "no such route (GET /list shows every route)".to_string()
+    } else {
+        err.to_string()
+    };
+    envelope::respond(status, &ErrorEnvelope::new(msg))
+}
+
+async fn read_body(body: Body) -> Result<bytes::Bytes, Response> {
+    body.into_bytes_limit(MAX_BODY).await.map_err(|e| {
+        envelope::respond(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &ErrorEnvelope::new(format!("cannot read the body (at most {MAX_BODY} bytes): {e}")),
+        )
+    })
+}
+
+/// Looks the task up and checks the body; `Err` is the finished error answer.
+async fn prepare(
+    app: &App,
+    ct: &str,
+    name: &str,
+    body: Body,
+) -> Result<(Arc<crate::table::Task>, app::Input), Response> {
+    let table = app.routes.load();
+    let path = format!("{ct}/{name}");
+    let Some(task) = table.get(&path).cloned() else {
+        return Err(envelope::respond(
+            StatusCode::NOT_FOUND,
+            &ErrorEnvelope::new(format!("no task at {path} (GET /list shows every route)")),
+        ));
+    };
+    drop(table);
+    let bytes = read_body(body).await?;
+    let input = app::parse_input(&task, &bytes)
+        .map_err(|e| envelope::respond(StatusCode::BAD_REQUEST, &ErrorEnvelope::new(e)))?;
+    Ok((task, input))
+}
+
+/// `POST /sync/<ct>/<name>`: runs the task and answers with its last stdout line.
+#[handler]
+async fn sync_task(
+    Path((ct, name)): Path<(String, String)>,
+    body: Body,
+    Data(app): Data<&Arc<App>>,
+) -> Response {
+    let (task, input) = match prepare(app, &ct, &name, body).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let r = app.run_sync(task, input).await;
+    envelope::respond(
+        StatusCode::OK,
+        &Envelope {
+            code: i32::from(!r.ok),
+            data: r.data,
+            msg: r.msg,
+        },
+    )
+}
+
+/// `POST /async/<ct>/<name>`: starts a session and answers with its id at once.
+#[handler]
+async fn async_task(
+    Path((ct, name)): Path<(String, String)>,
+    body: Body,
+    Data(app): Data<&Arc<App>>,
+) -> Response {
+    let (task, input) = match prepare(app, &ct, &name, body).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let id = app.start_async(task, input);
+    envelope::respond(StatusCode::OK, &Envelope::ok(id.to_string()))
+}

@@ -1,0 +1,292 @@
+//! The state one running service shares between requests, and the operations the HTTP layer
+//! calls: run a task synchronously, start a session, query and kill sessions.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::logs::TaskLogs;
+use crate::runner::{self, RunEnv};
+use crate::sessions::{Finish, SessionStore};
+use crate::table::{Routes, Task, TaskKind};
+use crate::tasks::{Prepared, TaskContext};
+use crate::Settings;
+
+/// Shared by every request.
+pub struct App {
+    /// The current route table.
+    pub routes: Routes,
+    /// Async sessions.
+    pub sessions: SessionStore,
+    /// Per-task log files.
+    pub logs: TaskLogs,
+    /// The validated settings.
+    pub settings: Settings,
+    /// The collect folder, made absolute at startup so children's paths do not depend on cwd.
+    pub collect_dir: PathBuf,
+    /// Every run in flight, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+/// A request's body, checked against the task's parameters.
+pub enum Input {
+    /// Arguments for an external task.
+    Args(Vec<String>),
+    /// A ready built-in run and the parameters it was given.
+    Builtin(Prepared, Value),
+}
+
+impl Input {
+    /// The arguments as a session shows them.
+    fn as_json(&self) -> Value {
+        match self {
+            Self::Args(args) => Value::from(args.clone()),
+            Self::Builtin(_, params) => params.clone(),
+        }
+    }
+}
+
+/// The result of one run, in the terms of the `{code, data, msg}` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunResult {
+    /// Whether the run succeeded.
+    pub ok: bool,
+    /// The last stdout line, or a built-in task's result.
+    pub data: String,
+    /// On success the last stderr line; on failure the failure text.
+    pub msg: String,
+    /// The exit code of an external task that exited by itself.
+    pub exit_code: Option<i32>,
+}
+
+/// Reads a request body for `task`. `Err` says what is wrong with it, for an HTTP 400.
+pub fn parse_input(task: &Task, body: &[u8]) -> Result<Input, String> {
+    let blank = body.iter().all(u8::is_ascii_whitespace);
+    match &task.kind {
+        TaskKind::External { .. } => {
+            if blank {
+                return Ok(Input::Args(Vec::new()));
+            }
+            let value: Value = serde_json::from_slice(body)
+                .map_err(|e| format!("the body is not valid JSON: {e}"))?;
+            let items = match value {
+                Value::Null => return Ok(Input::Args(Vec::new())),
+                Value::Array(items) => items,
+                other => {
+                    return Err(format!(
+                        "the body must be a JSON array of strings, like [\"a\", \"b\"]; found {}",
+                        json_kind(&other)
+                    ))
+                }
+            };
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Value::String(s) => Ok(s),
+                    other => Err(format!(
+                        "the body must be a JSON array of strings; element {i} is {}",
+                        json_kind(&other)
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Input::Args)
+        }
+        TaskKind::Builtin(t) => {
+            let value = if blank {
+                Value::Object(Default::default())
+            } else {
+                serde_json::from_slice(body)
+                    .map_err(|e| format!("the body is not valid JSON: {e}"))?
+            };
+            let prepared = t
+                .clone()
+                .prepare(value.clone())
+                .map_err(|e| format!("the body does not fit the parameters of `{}`: {e}", task.path))?;
+            Ok(Input::Builtin(prepared, value))
+        }
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl App {
+    /// Runs `task` once to the end (or until `cancel`) and logs its lifecycle.
+    pub async fn execute(
+        &self,
+        task: &Task,
+        input: Input,
+        session: Uuid,
+        cancel: CancellationToken,
+    ) -> RunResult {
+        let log = self.logs.get(&task.name);
+        let started = Instant::now();
+        let result = match input {
+            Input::Args(posted) => {
+                let TaskKind::External { invocation, .. } = &task.kind else {
+                    unreachable!("arguments are only parsed for external tasks")
+                };
+                let args = invocation.args(&posted);
+                log.event(
+                    session,
+                    &format!(
+                        "start /{}: {} {}",
+                        task.path,
+                        invocation.program.to_string_lossy(),
+                        shell_words::join(args.iter().map(|a| a.to_string_lossy()))
+                    ),
+                );
+                let outcome = runner::run(
+                    &invocation.program,
+                    &args,
+                    RunEnv {
+                        vars: vec![
+                            ("CS_TASK_NAME", task.name.clone()),
+                            ("CS_CLUSTER_TYPE", task.cluster_type.clone()),
+                            ("CS_SESSION_ID", session.to_string()),
+                        ],
+                        log: &log,
+                        session,
+                        cancel,
+                        grace: self.settings.kill_grace,
+                    },
+                )
+                .await;
+                let ok = outcome.success();
+                RunResult {
+                    ok,
+                    msg: if ok {
+                        outcome.stderr_last.clone()
+                    } else {
+                        outcome.failure_text()
+                    },
+                    data: outcome.stdout_last,
+                    exit_code: outcome.exit_code,
+                }
+            }
+            Input::Builtin(prepared, params) => {
+                log.event(session, &format!("start /{} with {params}", task.path));
+                let ctx = TaskContext::new(session, cancel.clone(), log.clone());
+                let run = prepared(ctx);
+                tokio::pin!(run);
+                // A built-in task is asked to stop through its token; one that ignores it is
+                // dropped after the same grace an external task gets before SIGKILL.
+                let res = tokio::select! {
+                    r = &mut run => r,
+                    () = cancel.cancelled() => {
+                        match tokio::time::timeout(self.settings.kill_grace, &mut run).await {
+                            Ok(Err(e)) => Err(format!("killed on request: {e}")),
+                            Ok(Ok(_)) | Err(_) => Err("killed on request".to_string()),
+                        }
+                    }
+                };
+                match res {
+                    Ok(data) => RunResult {
+                        ok: true,
+                        data,
+                        msg: String::new(),
+                        exit_code: None,
+                    },
+                    Err(msg) => RunResult {
+                        ok: false,
+                        data: String::new(),
+                        msg,
+                        exit_code: None,
+                    },
+                }
+            }
+        };
+        let took = started.elapsed();
+        if result.ok {
+            log.event(session, &format!("done in {took:.3?}"));
+        } else {
+            log.event(session, &format!("failed in {took:.3?}: {}", result.msg));
+        }
+        result
+    }
+
+    /// Runs a task and waits for it. If the caller goes away (the future is dropped), the run is
+    /// cancelled and its process group killed.
+    pub async fn run_sync(self: &Arc<Self>, task: Arc<Task>, input: Input) -> RunResult {
+        let session = Uuid::new_v4();
+        let cancel = CancellationToken::new();
+        let guard = DisconnectGuard {
+            app: self.clone(),
+            task: task.clone(),
+            session,
+            cancel: cancel.clone(),
+            armed: true,
+        };
+        let app = self.clone();
+        let handle = self
+            .tracker
+            .spawn(async move { app.execute(&task, input, session, cancel).await });
+        let result = handle.await.unwrap_or_else(|e| RunResult {
+            ok: false,
+            data: String::new(),
+            msg: format!("the run failed inside the service: {e}"),
+            exit_code: None,
+        });
+        guard.disarm();
+        result
+    }
+
+    /// Starts a session for `task` and returns its id; the session exists when this returns.
+    pub fn start_async(self: &Arc<Self>, task: Arc<Task>, input: Input) -> Uuid {
+        let (id, cancel) = self.sessions.create(task.path.clone(), input.as_json());
+        let app = self.clone();
+        self.tracker.spawn(async move {
+            let r = app.execute(&task, input, id, cancel).await;
+            app.sessions.finish(
+                id,
+                Finish {
+                    message: r.data,
+                    error: if r.ok { String::new() } else { r.msg },
+                    exit_code: r.exit_code,
+                },
+            );
+        });
+        id
+    }
+}
+
+/// Cancels a sync run whose HTTP request was dropped before the run ended.
+struct DisconnectGuard {
+    app: Arc<App>,
+    task: Arc<Task>,
+    session: Uuid,
+    cancel: CancellationToken,
+    armed: bool,
+}
+
+impl DisconnectGuard {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for DisconnectGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.app
+                .logs
+                .get(&self.task.name)
+                .event(self.session, "cancelled: the client disconnected");
+            self.cancel.cancel();
+        }
+    }
+}

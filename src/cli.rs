@@ -1,0 +1,148 @@
+//! Command-line interface: every flag of `celery-service`, each with its `CS_*` variable.
+//!
+//! Parsing happens in two stages (as ripgrep does): clap turns raw arguments into [`Cli`], and
+//! [`RunArgs::settings`] turns those into a validated [`crate::Settings`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::Settings;
+
+/// Serves legacy scheduled scripts and built-in Rust tasks as HTTP endpoints for Celery beat.
+#[derive(Debug, Parser)]
+#[command(name = "celery-service", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the service.
+    Run(RunArgs),
+    /// Validate the external task config and print its routes; exits non-zero naming every error.
+    Check(ConfigArgs),
+    /// Print every route the config would serve.
+    List(ConfigArgs),
+    /// Print the version.
+    Version,
+}
+
+/// Where the task definitions come from; shared by every subcommand that reads them.
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArgs {
+    /// External task config file.
+    #[arg(long, env = "CS_EXTERNAL_TASK", default_value = "external-tasks.yaml")]
+    pub external_task_config: PathBuf,
+
+    /// Folder holding the collected legacy scripts (`collected: true`).
+    #[arg(long, env = "CS_COLLECT_DIR", default_value = "collect")]
+    pub collect_dir: PathBuf,
+}
+
+/// Flags of `celery-service run`.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+
+    /// Print the service log to the console too (`--no-log-console` turns it off).
+    #[arg(long, env = "CS_LOG_CONSOLE", overrides_with = "no_log_console")]
+    pub log_console: bool,
+
+    /// Do not print the service log to the console.
+    #[arg(long, overrides_with = "log_console")]
+    pub no_log_console: bool,
+
+    /// Service listen address.
+    #[arg(long, env = "CS_ADDRESS", default_value = "0.0.0.0:80")]
+    pub address: String,
+
+    /// Result database address (MongoDB).
+    #[arg(long, env = "CS_DB_ADDRESS")]
+    pub db_address: Option<String>,
+
+    /// Result database user.
+    #[arg(long, env = "CS_DB_USER")]
+    pub db_user: Option<String>,
+
+    /// Result database password.
+    #[arg(long, env = "CS_DB_PASSWORD", hide_env_values = true)]
+    pub db_password: Option<String>,
+
+    /// Result database name.
+    #[arg(long, env = "CS_DB_NAME")]
+    pub db_name: Option<String>,
+
+    /// Folder for the task logs and the service log.
+    #[arg(long, env = "CS_LOG_DIR", default_value = "logs")]
+    pub log_dir: PathBuf,
+
+    /// How long a finished async session stays queryable (e.g. `90s`, `1h`).
+    #[arg(long, env = "CS_SESSION_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub session_retention: Duration,
+
+    /// How long a killed task gets between SIGTERM and SIGKILL.
+    #[arg(long, env = "CS_KILL_GRACE", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub kill_grace: Duration,
+
+    /// Rotate a log file when it passes this many bytes.
+    #[arg(long, env = "CS_LOG_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub log_max_bytes: usize,
+
+    /// How many rotated files to keep per log.
+    #[arg(long, env = "CS_LOG_MAX_FILES", default_value_t = 5)]
+    pub log_max_files: usize,
+}
+
+impl RunArgs {
+    /// Whether the service log also goes to stdout.
+    pub fn console(&self) -> bool {
+        self.log_console && !self.no_log_console
+    }
+
+    /// The validated settings `run` works with.
+    pub fn settings(&self) -> Result<Settings, String> {
+        if self.log_max_bytes == 0 {
+            return Err("--log-max-bytes must be greater than 0".into());
+        }
+        if self.log_max_files == 0 {
+            return Err("--log-max-files must be at least 1".into());
+        }
+        Ok(Settings {
+            config_path: self.config.external_task_config.clone(),
+            collect_dir: self.config.collect_dir.clone(),
+            log_dir: self.log_dir.clone(),
+            session_retention: self.session_retention,
+            kill_grace: self.kill_grace,
+            log_max_bytes: self.log_max_bytes,
+            log_max_files: self.log_max_files,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_console_flag_pair_last_one_wins() {
+        let cli = Cli::parse_from(["cs", "run", "--log-console", "--no-log-console"]);
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert!(!args.console());
+        let cli = Cli::parse_from(["cs", "run", "--no-log-console", "--log-console"]);
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert!(args.console());
+    }
+
+    #[test]
+    fn durations_are_human() {
+        let cli = Cli::parse_from(["cs", "run", "--session-retention", "90s"]);
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.session_retention, Duration::from_secs(90));
+    }
+}

@@ -1,0 +1,114 @@
+//! The `celery-service` binary: parse the command line, set up logging, validate, bind, serve.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use celery_service::cli::{Cli, Command, ConfigArgs, RunArgs};
+use celery_service::{absolute_dir, load_table, logs, serve, App, StartError};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Check(args) => check(&args, true),
+        Command::List(args) => check(&args, false),
+        Command::Version => {
+            println!("celery-service {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("celery-service: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(args: &ConfigArgs, say_ok: bool) -> anyhow::Result<()> {
+    let collect_dir = absolute_dir(&args.collect_dir)?;
+    let table = load_table(&args.external_task_config, &collect_dir, 1)?;
+    for (method, path) in table.routes() {
+        println!("{method:<5} {path}");
+    }
+    if say_ok {
+        eprintln!(
+            "{}: ok, {} tasks",
+            args.external_task_config.display(),
+            table.tasks.len()
+        );
+    }
+    Ok(())
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let settings = args.settings().map_err(anyhow::Error::msg)?;
+    // Validate before anything listens or logs: a bad config must not start a half service.
+    let app = App::load(settings.clone())?;
+    init_tracing(&args, &settings)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.address)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.address))?;
+        let local = listener.local_addr()?;
+        let table = app.routes.load();
+        tracing::info!(
+            address = %local,
+            tasks = table.tasks.len(),
+            config = %settings.config_path.display(),
+            "listening on {local}"
+        );
+        drop(table);
+        serve(app, listener, shutdown_signal()).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; stop the service with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+fn init_tracing(args: &RunArgs, settings: &celery_service::Settings) -> Result<(), StartError> {
+    let filter = || EnvFilter::try_from_env("CS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let file = logs::rotating_file(
+        &settings.log_dir.join("celery-service.log"),
+        settings.rotation(),
+    );
+    let file_layer = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(Mutex::new(file))
+        .with_filter(filter());
+    let console = args.console().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .with_writer(std::io::stdout)
+            .with_filter(filter())
+    });
+    tracing_subscriber::registry()
+        .with(file_layer)
+        .with(console)
+        .init();
+    Ok(())
+}

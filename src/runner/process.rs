@@ -1,0 +1,230 @@
+//! One child process from spawn to reaping: its own process group, both output streams read
+//! concurrently into the task log, and SIGTERM, a grace period, then SIGKILL on cancellation.
+
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use process_wrap::tokio::{CommandWrap, ProcessGroup};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::logs::{Stream, TaskLog};
+
+/// A line longer than this is logged in pieces and only its tail piece is kept as "last line", so
+/// a task printing one endless line cannot grow the service's memory.
+const MAX_LINE: usize = 1024 * 1024;
+
+/// Once the process group has exited, how long its pipes may stay open (held by a process that
+/// left the group) before we stop reading them, like Go's `Cmd.WaitDelay`.
+const PIPE_DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// Everything a run needs besides the argv.
+pub struct RunEnv<'a> {
+    /// Extra environment variables on top of the service's own.
+    pub vars: Vec<(&'static str, String)>,
+    /// Where output lines go.
+    pub log: &'a TaskLog,
+    /// The run's id, written on every log line.
+    pub session: Uuid,
+    /// Cancelled to kill the run.
+    pub cancel: CancellationToken,
+    /// Time between SIGTERM and SIGKILL.
+    pub grace: Duration,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The last non-empty stdout line.
+    pub stdout_last: String,
+    /// The last non-empty stderr line.
+    pub stderr_last: String,
+    /// The exit code, when the process exited by itself.
+    pub exit_code: Option<i32>,
+    /// The signal that ended the process, if one did.
+    pub signal: Option<i32>,
+    /// Why the process could not be started or waited for.
+    pub spawn_error: Option<String>,
+    /// Whether the run was cancelled (killed on request, shutdown or client disconnect).
+    pub cancelled: bool,
+}
+
+impl Outcome {
+    /// Whether the run succeeded.
+    pub fn success(&self) -> bool {
+        self.exit_code == Some(0) && !self.cancelled
+    }
+
+    /// The failure text for a failed run: the last stderr line, else what ended the process.
+    pub fn failure_text(&self) -> String {
+        if self.cancelled {
+            return match self.signal {
+                Some(sig) => format!("killed on request (signal {sig})"),
+                None => "killed on request".to_string(),
+            };
+        }
+        if let Some(e) = &self.spawn_error {
+            return e.clone();
+        }
+        if !self.stderr_last.is_empty() {
+            return self.stderr_last.clone();
+        }
+        match (self.exit_code, self.signal) {
+            (_, Some(sig)) => format!("killed by signal {sig}"),
+            (Some(code), None) => format!("exited with code {code}"),
+            (None, None) => "ended without an exit status".to_string(),
+        }
+    }
+}
+
+/// Runs `program args…` to the end (or until cancelled) and reports how it went.
+pub async fn run(program: &OsString, args: &[OsString], env: RunEnv<'_>) -> Outcome {
+    let mut outcome = Outcome::default();
+    let mut command = CommandWrap::with_new(program, |c| {
+        c.args(args)
+            .envs(env.vars.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+    });
+    command.wrap(ProcessGroup::leader());
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let text = format!("cannot start `{}`: {e}", program.to_string_lossy());
+            env.log.event(env.session, &text);
+            outcome.spawn_error = Some(text);
+            return outcome;
+        }
+    };
+    // The leader's pid is the group id; record it now, before anything can reap the leader.
+    let pgid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
+    let stdout = child.stdout().take();
+    let stderr = child.stderr().take();
+
+    let mut out_last = Vec::new();
+    let mut err_last = Vec::new();
+    let mut status = None;
+    {
+        let reading = async {
+            tokio::join!(
+                pump(stdout, Stream::Stdout, &env, &mut out_last),
+                pump(stderr, Stream::Stderr, &env, &mut err_last)
+            )
+        };
+        let waiting = async {
+            let mut kill_at: Option<Instant> = None;
+            let mut terminated = false;
+            loop {
+                tokio::select! {
+                    st = child.wait() => return (st, terminated),
+                    _ = env.cancel.cancelled(), if !terminated => {
+                        terminated = true;
+                        signal_group(pgid, Signal::SIGTERM);
+                        kill_at = Some(Instant::now() + env.grace);
+                    }
+                    _ = sleep_until_opt(kill_at) => {
+                        signal_group(pgid, Signal::SIGKILL);
+                        kill_at = None;
+                    }
+                }
+            }
+        };
+        tokio::pin!(reading, waiting);
+        let mut read_done = false;
+        let mut drain_until: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = &mut reading, if !read_done => {
+                    read_done = true;
+                    if status.is_some() { break; }
+                }
+                st = &mut waiting, if status.is_none() => {
+                    status = Some(st);
+                    if read_done { break; }
+                    drain_until = Some(Instant::now() + PIPE_DRAIN_LIMIT);
+                }
+                _ = sleep_until_opt(drain_until) => {
+                    env.log.event(env.session, "output pipes still open after the process group exited; stopped reading");
+                    break;
+                }
+            }
+        }
+    }
+    outcome.stdout_last = String::from_utf8_lossy(&out_last).into_owned();
+    outcome.stderr_last = String::from_utf8_lossy(&err_last).into_owned();
+    match status {
+        Some((Ok(st), cancelled)) => {
+            outcome.exit_code = st.code();
+            outcome.signal = st.signal();
+            outcome.cancelled = cancelled;
+        }
+        Some((Err(e), cancelled)) => {
+            outcome.spawn_error = Some(format!("cannot wait for the process: {e}"));
+            outcome.cancelled = cancelled;
+        }
+        None => outcome.spawn_error = Some("the process was not waited for".into()),
+    }
+    outcome
+}
+
+fn signal_group(pgid: Option<Pid>, signal: Signal) {
+    if let Some(pgid) = pgid {
+        // ESRCH only means the group is already gone, which is what we want.
+        let _ = killpg(pgid, signal);
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads one stream to its end, logging every line and keeping the last non-empty one in `last`.
+async fn pump<R: AsyncRead + Unpin>(
+    reader: Option<R>,
+    stream: Stream,
+    env: &RunEnv<'_>,
+    last: &mut Vec<u8>,
+) {
+    let Some(mut reader) = reader else { return };
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut line: Vec<u8> = Vec::new();
+    let mut emit = |line: &mut Vec<u8>| {
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        env.log.line(env.session, stream, line);
+        if !line.is_empty() {
+            std::mem::swap(last, line);
+        }
+        line.clear();
+    };
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut chunk = &buf[..n];
+        while let Some(pos) = memchr::memchr(b'\n', chunk) {
+            line.extend_from_slice(&chunk[..pos]);
+            emit(&mut line);
+            chunk = &chunk[pos + 1..];
+        }
+        line.extend_from_slice(chunk);
+        if line.len() >= MAX_LINE {
+            emit(&mut line);
+        }
+    }
+    if !line.is_empty() {
+        emit(&mut line);
+    }
+}

@@ -1,0 +1,284 @@
+//! The route table: every task the service answers for, keyed by its URL path, swapped whole.
+//!
+//! A table is built from one parsed config plus the built-in tasks and never changes afterwards.
+//! [`Routes`] holds the current one behind an [`ArcSwap`], so a request loads one `Arc` and sees
+//! one whole config for its whole life, while a reload stores a new table beside it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Local};
+use heck::ToKebabCase;
+
+use crate::config::{self, ConfigError, ConfigErrors, ExternalTask};
+use crate::runner::Invocation;
+use crate::tasks::{self, DynTask};
+
+/// The URL segment for a cluster type or task name: its kebab case.
+pub fn segment(s: &str) -> String {
+    s.to_kebab_case()
+}
+
+/// What runs behind a route.
+#[derive(Clone)]
+pub enum TaskKind {
+    /// A script or binary from the YAML.
+    External {
+        /// The task as configured.
+        task: ExternalTask,
+        /// How to start it.
+        invocation: Invocation,
+    },
+    /// A task written in Rust.
+    Builtin(Arc<dyn DynTask>),
+}
+
+/// One routable task.
+#[derive(Clone)]
+pub struct Task {
+    /// The task name as configured; names the log file.
+    pub name: String,
+    /// The cluster type as configured.
+    pub cluster_type: String,
+    /// `<cluster-type-segment>/<name-segment>`, the part after `/sync/` and `/async/`.
+    pub path: String,
+    /// Whether the task is served (disabled built-ins are listed in discovery only).
+    pub enabled: bool,
+    /// What runs.
+    pub kind: TaskKind,
+}
+
+impl Task {
+    /// Whether the task can be called with no body at all.
+    pub fn empty_param(&self) -> bool {
+        match &self.kind {
+            TaskKind::External { .. } => true,
+            TaskKind::Builtin(t) => t.accepts_empty(),
+        }
+    }
+
+    /// A short description for listings and documents.
+    pub fn description(&self) -> String {
+        match &self.kind {
+            TaskKind::External { task, .. } => task.description.clone().unwrap_or_else(|| {
+                format!(
+                    "Runs `{}` ({}{})",
+                    task.executable,
+                    task.language.as_str(),
+                    if task.collected { ", collected" } else { "" }
+                )
+            }),
+            TaskKind::Builtin(t) => t.description().to_string(),
+        }
+    }
+}
+
+/// One immutable generation of routes.
+pub struct RouteTable {
+    /// Counts loads from 1; a rejected reload does not count.
+    pub generation: u64,
+    /// When this table was built.
+    pub loaded_at: DateTime<Local>,
+    /// SHA-less but stable checksum of the config text (FNV-1a 64, hex).
+    pub checksum: String,
+    /// Every task by path, sorted, including disabled built-ins.
+    pub tasks: BTreeMap<String, Arc<Task>>,
+    by_path: HashMap<String, Arc<Task>>,
+}
+
+impl RouteTable {
+    /// Builds a table from the config text, validating everything and collecting every error.
+    pub fn build(
+        config_text: &str,
+        collect_dir: &Path,
+        generation: u64,
+    ) -> Result<Self, ConfigErrors> {
+        let external = config::parse_tasks(config_text, collect_dir)?;
+        let mut errors = Vec::new();
+        let mut tasks: BTreeMap<String, Arc<Task>> = BTreeMap::new();
+        for builtin in tasks::registry() {
+            let path = format!(
+                "{}/{}",
+                segment(builtin.cluster_type()),
+                segment(builtin.name())
+            );
+            let task = Task {
+                name: builtin.name().to_string(),
+                cluster_type: builtin.cluster_type().to_string(),
+                path: path.clone(),
+                enabled: builtin.enabled(),
+                kind: TaskKind::Builtin(builtin),
+            };
+            tasks.insert(path, Arc::new(task));
+        }
+        let mut owners: HashMap<String, (usize, String)> = HashMap::new();
+        for (index, t) in external.into_iter().enumerate() {
+            let path = format!("{}/{}", segment(&t.cluster_type), segment(&t.name));
+            let task_ref = config::TaskRef {
+                index,
+                name: Some(t.name.clone()),
+            };
+            if let Some((other, other_name)) = owners.get(&path) {
+                errors.push(ConfigError::field(
+                    &task_ref,
+                    "name",
+                    format!(
+                        "maps to /sync/{path}, which task #{} `{other_name}` already has",
+                        other + 1
+                    ),
+                ));
+                continue;
+            }
+            if tasks.contains_key(&path) {
+                errors.push(ConfigError::field(
+                    &task_ref,
+                    "name",
+                    format!("maps to /sync/{path}, which a built-in Rust task already has"),
+                ));
+                continue;
+            }
+            owners.insert(path.clone(), (index, t.name.clone()));
+            let invocation = Invocation::new(&t, collect_dir);
+            tasks.insert(
+                path.clone(),
+                Arc::new(Task {
+                    name: t.name.clone(),
+                    cluster_type: t.cluster_type.clone(),
+                    path,
+                    enabled: true,
+                    kind: TaskKind::External {
+                        task: t,
+                        invocation,
+                    },
+                }),
+            );
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let by_path = tasks
+            .iter()
+            .filter(|(_, t)| t.enabled)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(Self {
+            generation,
+            loaded_at: Local::now(),
+            checksum: checksum(config_text.as_bytes()),
+            tasks,
+            by_path,
+        })
+    }
+
+    /// The enabled task at `<ct>/<name>`.
+    pub fn get(&self, path: &str) -> Option<&Arc<Task>> {
+        self.by_path.get(path)
+    }
+
+    /// Every route served, in the order `/list` shows them: task routes by path, then the fixed API.
+    pub fn routes(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::with_capacity(self.by_path.len() * 2 + FIXED_ROUTES.len());
+        for (path, task) in &self.tasks {
+            if task.enabled {
+                out.push(("POST", format!("/async/{path}")));
+                out.push(("POST", format!("/sync/{path}")));
+            }
+        }
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        out.extend(FIXED_ROUTES.iter().map(|(m, p)| (*m, p.to_string())));
+        out
+    }
+}
+
+/// The routes that do not depend on the config.
+pub const FIXED_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/async/kill"),
+    ("POST", "/async/query"),
+    ("GET", "/discovery"),
+    ("GET", "/list"),
+    ("GET", "/ping"),
+    ("GET", "/-/config"),
+    ("POST", "/-/reload"),
+    ("GET", "/openapi.json"),
+    ("GET", "/openapi.yaml"),
+    ("GET", "/swagger"),
+];
+
+/// FNV-1a, 64 bit: enough to tell two config texts apart in a status page.
+fn checksum(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The current table, swapped atomically.
+pub struct Routes {
+    current: ArcSwap<RouteTable>,
+}
+
+impl Routes {
+    /// Starts with `table`.
+    pub fn new(table: RouteTable) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(table),
+        }
+    }
+
+    /// The current table; hold it for the whole request.
+    pub fn load(&self) -> Arc<RouteTable> {
+        self.current.load_full()
+    }
+
+    /// Replaces the table; requests already holding the old one keep it.
+    pub fn store(&self, table: RouteTable) {
+        self.current.store(Arc::new(table));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_kebab_case() {
+        assert_eq!(segment("TendbCluster"), "tendb-cluster");
+        assert_eq!(segment("TendbHA"), "tendb-ha");
+        assert_eq!(segment("sqlsvr"), "sqlsvr");
+        assert_eq!(segment("shell_echo"), "shell-echo");
+        assert_eq!(segment("demo1"), "demo1");
+    }
+
+    #[test]
+    fn duplicate_routes_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = "
+- {name: shell_echo, cluster_type: TendbCluster, language: sh, executable: echo, collected: false}
+- {name: shell-echo, cluster_type: tendb_cluster, language: sh, executable: echo, collected: false}
+- {name: counter, cluster_type: TendbHA, language: sh, executable: echo, collected: false}
+";
+        let Err(e) = RouteTable::build(yaml, dir.path(), 1) else {
+            panic!("duplicates accepted")
+        };
+        let text = e.to_string();
+        assert!(text.contains("task #2 `shell-echo`: field `name`: maps to /sync/tendb-cluster/shell-echo, which task #1 `shell_echo` already has"), "{text}");
+        assert!(text.contains("task #3 `counter`"), "{text}");
+    }
+
+    #[test]
+    fn routes_list_is_sorted_and_ends_with_fixed_api() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = "- {name: demo1, cluster_type: TendbCluster, language: sh, executable: echo, collected: false}";
+        let Ok(t) = RouteTable::build(yaml, dir.path(), 1) else {
+            panic!("valid config rejected")
+        };
+        let routes = t.routes();
+        assert_eq!(routes[0], ("POST", "/async/tendb-cluster/demo1".to_string()));
+        assert!(routes.contains(&("POST", "/sync/tendb-ha/counter".to_string())));
+        assert_eq!(routes.last().unwrap().1, "/swagger");
+    }
+}

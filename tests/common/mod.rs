@@ -1,0 +1,250 @@
+//! Test harness: starts the real `celery-service` binary on an ephemeral loopback port, in a
+//! temporary folder of its own (config, collect folder, logs), and talks to it over real HTTP.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The fixture scripts, copied into every server's collect folder.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/collect")
+}
+
+/// A running service.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The folder holding `external-tasks.yaml`, `collect/` and `logs/`.
+    pub dir: tempfile::TempDir,
+    /// Everything the service printed on stdout so far.
+    pub stdout: Arc<Mutex<String>>,
+    /// An HTTP client.
+    pub http: reqwest::Client,
+}
+
+/// Copies every file of `from` into `to`, keeping permissions.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// The path of the built binary.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_celery-service")
+}
+
+impl Server {
+    /// Starts the service on `yaml` with the fixture scripts and extra flags.
+    pub fn start(yaml: &str, extra: &[&str]) -> Self {
+        Self::start_with(yaml, extra, |_| {})
+    }
+
+    /// Like [`Server::start`], letting the caller adjust the command (environment, …).
+    pub fn start_with(yaml: &str, extra: &[&str], adjust: impl FnOnce(&mut Command)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&fixtures(), &dir.path().join("collect"));
+        std::fs::write(dir.path().join("external-tasks.yaml"), yaml).unwrap();
+        let mut cmd = Command::new(binary());
+        cmd.current_dir(dir.path())
+            .args(["run", "--address", "127.0.0.1:0", "--log-console"])
+            .args(extra)
+            .env_remove("CS_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        adjust(&mut cmd);
+        let mut child = cmd.spawn().expect("start celery-service");
+        let stdout = child.stdout.take().unwrap();
+        let captured = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let captured = captured.clone();
+            std::thread::spawn(move || {
+                let mut tx = Some(tx);
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(pos) = line.find("listening on ") {
+                        let addr = line[pos + 13..].split_whitespace().next().unwrap_or("").to_string();
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(addr);
+                        }
+                    }
+                    let mut c = captured.lock().unwrap();
+                    c.push_str(&line);
+                    c.push('\n');
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().unwrap();
+                panic!(
+                    "the service did not start ({status}); stdout:\n{}",
+                    captured.lock().unwrap()
+                );
+            }
+        };
+        Self {
+            child,
+            base: format!("http://{addr}"),
+            dir,
+            stdout: captured,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// The service's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A path inside the server's folder.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `POST path` with `body` (none when `None`); the status and the parsed JSON answer.
+    pub async fn post(&self, path: &str, body: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.base));
+        if let Some(body) = body {
+            req = req.body(body.to_string());
+        }
+        let resp = req.send().await.expect("POST");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+        (status, json)
+    }
+
+    /// `GET path`; the status and the body text.
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let resp = self.http.get(format!("{}{path}", self.base)).send().await.expect("GET");
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    /// `GET path`; the status and the parsed JSON answer.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let (status, text) = self.get_text(path).await;
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
+    }
+
+    /// The session as `/async/query` shows it.
+    pub async fn session(&self, id: &str) -> Value {
+        let (status, v) = self.post("/async/query", Some(&format!(r#"{{"session_id":"{id}"}}"#))).await;
+        assert_eq!(status, 200, "{v}");
+        v["data"][0].clone()
+    }
+
+    /// Polls a session until it is done.
+    pub async fn wait_done(&self, id: &str, timeout: Duration) -> Value {
+        poll(timeout, || async {
+            let s = self.session(id).await;
+            (s["done"] == true).then_some(s)
+        })
+        .await
+    }
+
+    /// The text of a task's log file.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("logs/{name}.log"))).unwrap_or_default()
+    }
+
+    /// Sends `signal` to the service.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with our own child's pid has no memory-safety preconditions.
+        unsafe {
+            libc_kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Stops the service with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(15);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.stop();
+        }
+    }
+}
+
+/// Calls `f` until it returns `Some`, every 20 ms, failing the test after `timeout`.
+pub async fn poll<T, F, Fut>(timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a process is gone (or a zombie nobody will run again).
+pub fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+    }
+}
+
+/// The peak resident set size of a process, in KiB.
+pub fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The current resident set size of a process, in KiB.
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
