@@ -1,6 +1,7 @@
 //! The state one running service shares between requests, and the operations the HTTP layer
 //! calls: run a task synchronously, start a session, query and kill sessions.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -104,10 +105,12 @@ pub fn parse_input(task: &Task, body: &[u8]) -> Result<Input, String> {
                 serde_json::from_slice(body)
                     .map_err(|e| format!("the body is not valid JSON: {e}"))?
             };
-            let prepared = t
-                .clone()
-                .prepare(value.clone())
-                .map_err(|e| format!("the body does not fit the parameters of `{}`: {e}", task.path))?;
+            let prepared = t.clone().prepare(value.clone()).map_err(|e| {
+                format!(
+                    "the body does not fit the parameters of `{}`: {e}",
+                    task.path
+                )
+            })?;
             Ok(Input::Builtin(prepared, value))
         }
     }
@@ -219,9 +222,14 @@ impl App {
         result
     }
 
-    /// Runs a task and waits for it. If the caller goes away (the future is dropped), the run is
-    /// cancelled and its process group killed.
-    pub async fn run_sync(self: &Arc<Self>, task: Arc<Task>, input: Input) -> RunResult {
+    /// Runs a task and waits for it. If the caller goes away (`client_gone` resolves, or this
+    /// future is dropped), the run is cancelled and its process group killed.
+    pub async fn run_sync(
+        self: &Arc<Self>,
+        task: Arc<Task>,
+        input: Input,
+        client_gone: impl Future<Output = ()>,
+    ) -> RunResult {
         let session = Uuid::new_v4();
         let cancel = CancellationToken::new();
         let guard = DisconnectGuard {
@@ -232,10 +240,23 @@ impl App {
             armed: true,
         };
         let app = self.clone();
-        let handle = self
+        let mut handle = self
             .tracker
             .spawn(async move { app.execute(&task, input, session, cancel).await });
-        let result = handle.await.unwrap_or_else(|e| RunResult {
+        let joined = tokio::select! {
+            r = &mut handle => r,
+            () = client_gone => {
+                // Cancel through the guard (it logs why), then wait for the group to be reaped.
+                drop(guard);
+                return handle.await.unwrap_or_else(|e| RunResult {
+                    ok: false,
+                    data: String::new(),
+                    msg: format!("the run failed inside the service: {e}"),
+                    exit_code: None,
+                });
+            }
+        };
+        let result = joined.unwrap_or_else(|e| RunResult {
             ok: false,
             data: String::new(),
             msg: format!("the run failed inside the service: {e}"),

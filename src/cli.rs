@@ -132,17 +132,23 @@ mod tests {
     #[test]
     fn log_console_flag_pair_last_one_wins() {
         let cli = Cli::parse_from(["cs", "run", "--log-console", "--no-log-console"]);
-        let Command::Run(args) = cli.command else { panic!("not run") };
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
         assert!(!args.console());
         let cli = Cli::parse_from(["cs", "run", "--no-log-console", "--log-console"]);
-        let Command::Run(args) = cli.command else { panic!("not run") };
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
         assert!(args.console());
     }
 
     #[test]
     fn durations_are_human() {
         let cli = Cli::parse_from(["cs", "run", "--session-retention", "90s"]);
-        let Command::Run(args) = cli.command else { panic!("not run") };
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
         assert_eq!(args.session_retention, Duration::from_secs(90));
     }
 }

@@ -30,7 +30,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use poem::listener::TcpAcceptor;
 use tokio_util::task::TaskTracker;
 
 pub use app::App;
@@ -93,7 +92,11 @@ pub enum StartError {
 }
 
 /// Reads and validates the config at `path` into a route table.
-pub fn load_table(path: &Path, collect_dir: &Path, generation: u64) -> Result<RouteTable, StartError> {
+pub fn load_table(
+    path: &Path,
+    collect_dir: &Path,
+    generation: u64,
+) -> Result<RouteTable, StartError> {
     let text = std::fs::read_to_string(path).map_err(|source| StartError::Io {
         what: "cannot read the task config",
         path: path.to_path_buf(),
@@ -156,8 +159,9 @@ pub async fn serve(
             }
         })
     };
-    let acceptor = TcpAcceptor::from_tokio(listener)?;
-    let endpoint = api::build(app.clone());
+    let connections = Arc::new(api::hangup::Connections::default());
+    let acceptor = api::hangup::WatchedAcceptor::new(listener, connections.clone())?;
+    let endpoint = api::build(app.clone(), connections);
     let result = poem::Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(5)))
         .await;
@@ -165,7 +169,10 @@ pub async fn serve(
     app.sessions.cancel_all();
     app.tracker.close();
     let limit = app.settings.kill_grace + Duration::from_secs(5);
-    if tokio::time::timeout(limit, app.tracker.wait()).await.is_err() {
+    if tokio::time::timeout(limit, app.tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("some runs were still ending when the service stopped");
     }
     result

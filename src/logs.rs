@@ -151,7 +151,10 @@ mod tests {
         let id = Uuid::new_v4();
         log.line(id, Stream::Stdout, b"hello \xff world");
         let text = std::fs::read_to_string(dir.path().join("demo.log")).unwrap();
-        assert!(text.ends_with(&format!("{id} stdout hello \u{fffd} world\n")), "{text}");
+        assert!(
+            text.ends_with(&format!("{id} stdout hello \u{fffd} world\n")),
+            "{text}"
+        );
         for _ in 0..20 {
             log.line(id, Stream::Stderr, b"0123456789");
         }

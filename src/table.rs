@@ -277,7 +277,10 @@ mod tests {
             panic!("valid config rejected")
         };
         let routes = t.routes();
-        assert_eq!(routes[0], ("POST", "/async/tendb-cluster/demo1".to_string()));
+        assert_eq!(
+            routes[0],
+            ("POST", "/async/tendb-cluster/demo1".to_string())
+        );
         assert!(routes.contains(&("POST", "/sync/tendb-ha/counter".to_string())));
         assert_eq!(routes.last().unwrap().1, "/swagger");
     }

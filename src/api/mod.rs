@@ -9,12 +9,13 @@
 
 mod body;
 mod envelope;
+pub mod hangup;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use poem::http::StatusCode;
-use poem::web::{Data, Path};
+use poem::web::{Data, Path, RemoteAddr};
 use poem::{handler, post, Body, EndpointExt, IntoEndpoint, Response, Route};
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService};
@@ -148,9 +149,9 @@ impl Api {
         };
         match self.app.sessions.get(id) {
             Some(s) => QueryAnswer::Ok(Json(Envelope::ok(vec![s]))),
-            None => QueryAnswer::NotFound(Json(ErrorEnvelope::new(format!(
-                "session {id} not found"
-            )))),
+            None => {
+                QueryAnswer::NotFound(Json(ErrorEnvelope::new(format!("session {id} not found"))))
+            }
         }
     }
 
@@ -191,13 +192,14 @@ pub fn openapi_service(app: Arc<App>) -> OpenApiService<Api, ()> {
 }
 
 /// The whole HTTP application.
-pub fn build(app: Arc<App>) -> impl poem::Endpoint {
+pub fn build(app: Arc<App>, connections: Arc<hangup::Connections>) -> impl poem::Endpoint {
     let api = openapi_service(app.clone());
     Route::new()
         .at("/sync/:cluster_type/:name", post(sync_task))
         .at("/async/:cluster_type/:name", post(async_task))
         .nest("/", api)
         .data(app)
+        .data(connections)
         .catch_all_error(error_envelope)
         .into_endpoint()
 }
@@ -217,7 +219,9 @@ async fn read_body(body: Body) -> Result<bytes::Bytes, Response> {
     body.into_bytes_limit(MAX_BODY).await.map_err(|e| {
         envelope::respond(
             StatusCode::PAYLOAD_TOO_LARGE,
-            &ErrorEnvelope::new(format!("cannot read the body (at most {MAX_BODY} bytes): {e}")),
+            &ErrorEnvelope::new(format!(
+                "cannot read the body (at most {MAX_BODY} bytes): {e}"
+            )),
         )
     })
 }
@@ -250,12 +254,21 @@ async fn sync_task(
     Path((ct, name)): Path<(String, String)>,
     body: Body,
     Data(app): Data<&Arc<App>>,
+    Data(connections): Data<&Arc<hangup::Connections>>,
+    peer: &RemoteAddr,
 ) -> Response {
     let (task, input) = match prepare(app, &ct, &name, body).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    let r = app.run_sync(task, input).await;
+    let socket = connections.socket(peer);
+    let client_gone = async move {
+        match socket {
+            Some(socket) => hangup::hung_up(socket).await,
+            None => std::future::pending().await,
+        }
+    };
+    let r = app.run_sync(task, input, client_gone).await;
     envelope::respond(
         StatusCode::OK,
         &Envelope {

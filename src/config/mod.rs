@@ -4,7 +4,6 @@
 //! checked field by field, so that one load can report a typo in task 3 and a missing script in
 //! task 7 together, each error naming the task (index and name) and the field.
 
-
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path};
@@ -159,7 +158,11 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        write!(f, "{n} error{} in the task config", if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "{n} error{} in the task config",
+            if n == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             write!(f, "\n  - {e}")?;
         }
@@ -447,7 +450,9 @@ fn check_executable(
         errors.push(ConfigError::field(
             task,
             "executable",
-            format!("`{first}` uses `..`: a collected executable must stay inside the collect folder"),
+            format!(
+                "`{first}` uses `..`: a collected executable must stay inside the collect folder"
+            ),
         ));
         return;
     }
@@ -567,11 +572,26 @@ mod tests {
         let errs = parse_tasks(yaml, dir.path()).unwrap_err().0;
         let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
         let has = |needle: &str| text.iter().any(|t| t.contains(needle));
-        assert!(has("task #2 `typo`: field `colected`: unknown field"), "{text:#?}");
-        assert!(has("task #2 `typo`: field `collected`: is required"), "{text:#?}");
-        assert!(has("task #3 `badlang`: field `language`: `ruby` is not one of"), "{text:#?}");
-        assert!(has("task #4 `abs`: field `executable`: `/bin/true` is absolute"), "{text:#?}");
-        assert!(has("task #5 `escape`: field `executable`: `../etc/passwd` uses `..`"), "{text:#?}");
+        assert!(
+            has("task #2 `typo`: field `colected`: unknown field"),
+            "{text:#?}"
+        );
+        assert!(
+            has("task #2 `typo`: field `collected`: is required"),
+            "{text:#?}"
+        );
+        assert!(
+            has("task #3 `badlang`: field `language`: `ruby` is not one of"),
+            "{text:#?}"
+        );
+        assert!(
+            has("task #4 `abs`: field `executable`: `/bin/true` is absolute"),
+            "{text:#?}"
+        );
+        assert!(
+            has("task #5 `escape`: field `executable`: `../etc/passwd` uses `..`"),
+            "{text:#?}"
+        );
         assert!(has("task #6 `missing`: field `executable`"), "{text:#?}");
         assert!(has("task #7 `noexec`: field `executable`"), "{text:#?}");
         assert!(has("task #8: field `name`: is required"), "{text:#?}");
@@ -591,7 +611,8 @@ mod tests {
     #[test]
     fn names_are_kept_to_a_safe_alphabet() {
         let dir = tempfile::tempdir().unwrap();
-        let yaml = "- {name: ../x, cluster_type: A, language: sh, executable: echo, collected: false}";
+        let yaml =
+            "- {name: ../x, cluster_type: A, language: sh, executable: echo, collected: false}";
         let e = parse_tasks(yaml, dir.path()).unwrap_err();
         assert!(e.to_string().contains("field `name`"), "{e}");
     }

@@ -60,9 +60,11 @@ impl Invocation {
                 shell_script: Some(script),
             };
         }
-        let words = shell_words::split(&task.executable)
-            .unwrap_or_else(|_| vec![task.executable.clone()]);
-        let (first, rest) = words.split_first().map_or(("", &[][..]), |(f, r)| (f.as_str(), r));
+        let words =
+            shell_words::split(&task.executable).unwrap_or_else(|_| vec![task.executable.clone()]);
+        let (first, rest) = words
+            .split_first()
+            .map_or(("", &[][..]), |(f, r)| (f.as_str(), r));
         let exe = resolve(first);
         let mut fixed: Vec<OsString> = Vec::new();
         let program = match task.language.interpreter() {
@@ -121,7 +123,10 @@ mod tests {
 
     #[test]
     fn seed_sh_example() {
-        let inv = Invocation::new(&task(Language::Sh, "echo hello", &["aaa", "bbb"], false), Path::new("/c"));
+        let inv = Invocation::new(
+            &task(Language::Sh, "echo hello", &["aaa", "bbb"], false),
+            Path::new("/c"),
+        );
         assert_eq!(inv.program, "sh");
         let args = strings(inv.args(&["123".into(), "456".into()]));
         assert_eq!(args, vec!["-c", "echo hello aaa bbb 123 456"]);
@@ -129,19 +134,37 @@ mod tests {
 
     #[test]
     fn posted_sh_arguments_are_quoted_config_is_not() {
-        let inv = Invocation::new(&task(Language::Sh, "echo $HOME", &["$USER"], false), Path::new("/c"));
+        let inv = Invocation::new(
+            &task(Language::Sh, "echo $HOME", &["$USER"], false),
+            Path::new("/c"),
+        );
         let args = strings(inv.args(&["; touch /tmp/x".into(), "$(id)".into(), "it's".into()]));
-        assert_eq!(args[1], r#"echo $HOME $USER '; touch /tmp/x' '$(id)' 'it'\''s'"#);
+        assert_eq!(
+            args[1],
+            r#"echo $HOME $USER '; touch /tmp/x' '$(id)' 'it'\''s'"#
+        );
     }
 
     #[test]
     fn collected_paths_resolve_into_collect_dir() {
-        let inv = Invocation::new(&task(Language::Sh, "my dir.sh -v", &[], true), Path::new("/opt/c d"));
+        let inv = Invocation::new(
+            &task(Language::Sh, "my dir.sh -v", &[], true),
+            Path::new("/opt/c d"),
+        );
         assert_eq!(strings(inv.args(&[]))[1], "'/opt/c d/my' dir.sh -v");
-        let inv = Invocation::new(&task(Language::Python3, "x.py -a 'b c'", &["d"], true), Path::new("/c"));
+        let inv = Invocation::new(
+            &task(Language::Python3, "x.py -a 'b c'", &["d"], true),
+            Path::new("/c"),
+        );
         assert_eq!(inv.program, "python3");
-        assert_eq!(strings(inv.args(&["e".into()])), vec!["/c/x.py", "-a", "b c", "d", "e"]);
-        let inv = Invocation::new(&task(Language::Binary, "tool 1", &["2"], false), Path::new("/c"));
+        assert_eq!(
+            strings(inv.args(&["e".into()])),
+            vec!["/c/x.py", "-a", "b c", "d", "e"]
+        );
+        let inv = Invocation::new(
+            &task(Language::Binary, "tool 1", &["2"], false),
+            Path::new("/c"),
+        );
         assert_eq!(inv.program, "tool");
         assert_eq!(strings(inv.args(&["3".into()])), vec!["1", "2", "3"]);
     }

@@ -104,7 +104,10 @@ pub async fn run(program: &OsString, args: &[OsString], env: RunEnv<'_>) -> Outc
         }
     };
     // The leader's pid is the group id; record it now, before anything can reap the leader.
-    let pgid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
+    let pgid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(Pid::from_raw);
     let stdout = child.stdout().take();
     let stderr = child.stderr().take();
 

@@ -77,8 +77,9 @@ pub trait RustTask: Send + Sync + 'static {
 }
 
 /// A run that has been checked and is ready to start.
-pub type Prepared =
-    Box<dyn FnOnce(TaskContext) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send>;
+pub type Prepared = Box<
+    dyn FnOnce(TaskContext) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send,
+>;
 
 /// The object-safe face of a [`RustTask`], as the route table holds it.
 pub trait DynTask: Send + Sync {

@@ -74,7 +74,11 @@ impl Server {
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
                     if let Some(pos) = line.find("listening on ") {
-                        let addr = line[pos + 13..].split_whitespace().next().unwrap_or("").to_string();
+                        let addr = line[pos + 13..]
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or("")
+                            .to_string();
                         if let Some(tx) = tx.take() {
                             let _ = tx.send(addr);
                         }
@@ -133,19 +137,29 @@ impl Server {
 
     /// `GET path`; the status and the body text.
     pub async fn get_text(&self, path: &str) -> (u16, String) {
-        let resp = self.http.get(format!("{}{path}", self.base)).send().await.expect("GET");
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("GET");
         (resp.status().as_u16(), resp.text().await.unwrap())
     }
 
     /// `GET path`; the status and the parsed JSON answer.
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let (status, text) = self.get_text(path).await;
-        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")),
+        )
     }
 
     /// The session as `/async/query` shows it.
     pub async fn session(&self, id: &str) -> Value {
-        let (status, v) = self.post("/async/query", Some(&format!(r#"{{"session_id":"{id}"}}"#))).await;
+        let (status, v) = self
+            .post("/async/query", Some(&format!(r#"{{"session_id":"{id}"}}"#)))
+            .await;
         assert_eq!(status, 200, "{v}");
         v["data"][0].clone()
     }
@@ -213,7 +227,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
