@@ -548,10 +548,10 @@ async fn fifty_megabytes_of_output_do_not_grow_memory() {
     let s = start();
     // Warm up allocator and runtime with a small run first, then measure the peak around the big one.
     sync(&s, "tendb-cluster/demo1", None).await;
-    let before = common::vm_rss_kib(s.pid());
+    let before = common::proc_status_kib(s.pid(), "VmRSS");
     let v = sync(&s, "mysql/big", None).await;
     assert_eq!(v, json!({"code": 0, "data": "END", "msg": "stderr side"}));
-    let peak = common::vm_hwm_kib(s.pid());
+    let peak = common::proc_status_kib(s.pid(), "VmHWM");
     let growth_mib = peak.saturating_sub(before) / 1024;
     assert!(
         growth_mib < 20,

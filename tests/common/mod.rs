@@ -246,22 +246,12 @@ pub fn process_gone(pid: i32) -> bool {
     }
 }
 
-/// The peak resident set size of a process, in KiB.
-pub fn vm_hwm_kib(pid: u32) -> u64 {
+/// A `kB` field of `/proc/<pid>/status`, e.g. `VmRSS` (current) or `VmHWM` (peak) memory.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-/// The current resident set size of a process, in KiB.
-pub fn vm_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
