@@ -11,8 +11,7 @@
 //! compiled into the binary: the hosts have no internet, and poem-openapi's own Swagger UI page
 //! inlines a document fixed at start-up instead of loading the live one.
 
-use std::collections::HashMap;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use poem::http::{header, Method, StatusCode};
@@ -436,4 +435,61 @@ pub fn mount(route: Route) -> Route {
                 include_bytes!("../../assets/swagger/favicon-32x32.png"),
             ),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(yaml: &str) -> RouteTable {
+        let dir = tempfile::tempdir().unwrap();
+        match RouteTable::build(yaml, dir.path(), 1) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    const YAML: &str = "
+- {name: demo1, cluster_type: TendbCluster, language: sh, executable: echo, args: [a], collected: false}
+- {name: cluster_demo1, cluster_type: tendb, language: sh, executable: echo, collected: false}
+";
+
+    #[test]
+    fn every_enabled_task_gets_both_operations_with_distinct_ids() {
+        let t = table(YAML);
+        let doc = document(&t);
+        let mut ids = BTreeSet::new();
+        for task in t.tasks.values() {
+            for kind in ["sync", "async"] {
+                let op = &doc["paths"][format!("/{kind}/{}", task.path)]["post"];
+                assert_eq!(op.is_object(), task.enabled, "{kind} {}", task.path);
+                if let Some(id) = op["operationId"].as_str() {
+                    assert!(ids.insert(id.to_string()), "duplicate operationId {id}");
+                }
+            }
+        }
+        // `tendb-cluster/demo1` and `tendb/cluster-demo1` must not share an id.
+        assert!(ids.contains("sync__tendb_cluster__demo1"), "{ids:?}");
+        assert!(ids.contains("sync__tendb__cluster_demo1"), "{ids:?}");
+    }
+
+    #[test]
+    fn document_is_deterministic_and_ends_with_a_newline() {
+        let a = to_json(&document(&table(YAML)));
+        let b = to_json(&document(&table(YAML)));
+        assert_eq!(a, b);
+        assert!(a.ends_with("}\n"));
+    }
+
+    #[test]
+    fn cache_renders_again_only_for_a_new_generation() {
+        let cache = Cache::default();
+        let first = cache.get(&table(YAML));
+        assert!(Arc::ptr_eq(&first, &cache.get(&table(YAML))));
+        let dir = tempfile::tempdir().unwrap();
+        let Ok(next) = RouteTable::build(YAML, dir.path(), 2) else {
+            panic!("valid config rejected")
+        };
+        assert!(!Arc::ptr_eq(&first, &cache.get(&next)));
+    }
 }
