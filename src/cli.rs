@@ -28,6 +28,8 @@ pub enum Command {
     Check(ConfigArgs),
     /// Print every route the config would serve.
     List(ConfigArgs),
+    /// Print the OpenAPI document the service would serve for the config.
+    Openapi(OpenapiArgs),
     /// Print the version.
     Version,
 }
@@ -42,6 +44,17 @@ pub struct ConfigArgs {
     /// Folder holding the collected legacy scripts (`collected: true`).
     #[arg(long, env = "CS_COLLECT_DIR", default_value = "collect")]
     pub collect_dir: PathBuf,
+}
+
+/// Flags of `celery-service openapi`.
+#[derive(Debug, Args, Clone)]
+pub struct OpenapiArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+
+    /// Write the document to this file instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
 }
 
 /// Flags of `celery-service run`.

@@ -10,7 +10,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use celery_service::cli::{Cli, Command, ConfigArgs, RunArgs};
+use celery_service::api::openapi;
+use celery_service::cli::{Cli, Command, ConfigArgs, OpenapiArgs, RunArgs};
 use celery_service::{absolute_dir, load_table, logs, serve, App, StartError};
 
 fn main() -> ExitCode {
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Check(args) => check(&args, true),
         Command::List(args) => check(&args, false),
+        Command::Openapi(args) => print_openapi(&args),
         Command::Version => {
             println!("celery-service {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -45,6 +47,21 @@ fn check(args: &ConfigArgs, say_ok: bool) -> anyhow::Result<()> {
             args.external_task_config.display(),
             table.tasks.len()
         );
+    }
+    Ok(())
+}
+
+fn print_openapi(args: &OpenapiArgs) -> anyhow::Result<()> {
+    let collect_dir = absolute_dir(&args.config.collect_dir)?;
+    let table = load_table(&args.config.external_task_config, &collect_dir, 1)?;
+    let text = openapi::to_json(&openapi::document(&table));
+    match &args.output {
+        Some(path) => std::fs::write(path, text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(text.as_bytes())?;
+        }
     }
     Ok(())
 }

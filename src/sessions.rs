@@ -30,9 +30,11 @@ pub struct SessionInfo {
     pub done: bool,
     /// When the run started (RFC 3339 with offset).
     pub start_at: DateTime<Local>,
-    /// When the run ended.
+    /// When the run ended; null while it runs.
+    #[oai(nullable)]
     pub end_at: Option<DateTime<Local>>,
-    /// The exit code of an external task that exited by itself.
+    /// The exit code of an external task that exited by itself; null otherwise.
+    #[oai(nullable)]
     pub exit_code: Option<i32>,
     /// The task's path, e.g. `tendb-cluster/demo1`.
     pub task: String,

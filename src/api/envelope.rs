@@ -33,6 +33,7 @@ pub struct ErrorEnvelope {
     /// Always 1.
     pub code: i32,
     /// Always null.
+    #[oai(nullable)]
     pub data: Option<String>,
     /// What is wrong.
     pub msg: String,

@@ -10,6 +10,7 @@
 mod body;
 mod envelope;
 pub mod hangup;
+pub mod openapi;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,11 +67,12 @@ pub struct SessionRef {
 
 /// Answers of `/async/query`.
 #[derive(ApiResponse)]
+#[oai(bad_request_handler = "QueryAnswer::bad_body")]
 pub enum QueryAnswer {
     /// The session (a one-element list), or every session newest first.
     #[oai(status = 200)]
     Ok(Json<Envelope<Vec<SessionInfo>>>),
-    /// The session id is not a UUID.
+    /// The body is not JSON or not a query, or the session id is not a UUID.
     #[oai(status = 400)]
     BadRequest(Json<ErrorEnvelope>),
     /// No such session (never existed, or cleaned after its retention).
@@ -80,16 +82,31 @@ pub enum QueryAnswer {
 
 /// Answers of `/async/kill`.
 #[derive(ApiResponse)]
+#[oai(bad_request_handler = "KillAnswer::bad_body")]
 pub enum KillAnswer {
     /// The session has been killed (or had already ended); its final state.
     #[oai(status = 200)]
     Ok(Json<Envelope<SessionInfo>>),
-    /// The body has no `session_id`, or it is not a UUID.
+    /// The body is not JSON, has no `session_id`, or it is not a UUID.
     #[oai(status = 400)]
     BadRequest(Json<ErrorEnvelope>),
     /// No such session.
     #[oai(status = 404)]
     NotFound(Json<ErrorEnvelope>),
+}
+
+// A body that does not parse is answered by the operation's own documented 400 variant, so the
+// document and the answer cannot drift apart (poem-openapi calls these instead of failing).
+impl QueryAnswer {
+    fn bad_body(err: poem::Error) -> Self {
+        Self::BadRequest(Json(ErrorEnvelope::new(err.to_string())))
+    }
+}
+
+impl KillAnswer {
+    fn bad_body(err: poem::Error) -> Self {
+        Self::BadRequest(Json(ErrorEnvelope::new(err.to_string())))
+    }
 }
 
 fn parse_session_id(raw: &str) -> Result<Uuid, String> {
@@ -136,8 +153,10 @@ impl Api {
         Json(Envelope::ok(items))
     }
 
-    /// One async session by id (answered as a one-element list), or, with no body or `{}`,
-    /// every session newest first.
+    /// Shows one async session, or all of them.
+    ///
+    /// With a `session_id`, the session as a one-element list; with no body, `{}` or a null
+    /// `session_id`, every session newest first. Finished sessions stay for the retention period.
     #[oai(path = "/async/query", method = "post")]
     async fn query(&self, body: LenientJson<Option<SessionQuery>>) -> QueryAnswer {
         let Some(raw) = body.0.and_then(|q| q.session_id) else {
@@ -155,7 +174,9 @@ impl Api {
         }
     }
 
-    /// Kills a session's whole process group (SIGTERM, then SIGKILL after the grace period)
+    /// Kills an async session.
+    ///
+    /// Kills the session's whole process group (SIGTERM, then SIGKILL after the grace period)
     /// and answers with its final state; the session stays queryable.
     #[oai(path = "/async/kill", method = "post")]
     async fn kill(&self, body: LenientJson<SessionRef>) -> KillAnswer {
@@ -188,16 +209,17 @@ pub struct SessionQuery {
 
 /// The OpenAPI service for the fixed API (also the base of the served document).
 pub fn openapi_service(app: Arc<App>) -> OpenApiService<Api, ()> {
-    OpenApiService::new(Api { app }, "celery-service", env!("CARGO_PKG_VERSION"))
+    OpenApiService::new(Api { app }, openapi::TITLE, env!("CARGO_PKG_VERSION"))
 }
 
 /// The whole HTTP application.
 pub fn build(app: Arc<App>, connections: Arc<hangup::Connections>) -> impl poem::Endpoint {
     let api = openapi_service(app.clone());
-    Route::new()
+    let route = Route::new()
         .at("/sync/:cluster_type/:name", post(sync_task))
         .at("/async/:cluster_type/:name", post(async_task))
-        .nest("/", api)
+        .nest("/", api);
+    openapi::mount(route)
         .data(app)
         .data(connections)
         .catch_all_error(error_envelope)

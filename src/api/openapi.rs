@@ -1,0 +1,495 @@
+//! The served OpenAPI document and the bundled Swagger UI.
+//!
+//! poem-openapi documents the fixed API from its types and `///` comments, but the task endpoints
+//! are one generic poem handler whose real paths come from the config. So the document is built in
+//! two steps: poem-openapi's document for the fixed API, parsed as JSON, plus one sync and one
+//! async operation per enabled task at its concrete path, generated from the current
+//! [`RouteTable`]. Because the table is read at request time (and the result cached per table
+//! generation), the document follows every reload.
+//!
+//! Swagger UI comes from the npm package `swagger-ui-dist`, vendored in `assets/swagger/` and
+//! compiled into the binary: the hosts have no internet, and poem-openapi's own Swagger UI page
+//! inlines a document fixed at start-up instead of loading the live one.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use poem::http::{header, Method, StatusCode};
+use poem::web::Data;
+use poem::{get, handler, EndpointExt, Response, Route};
+use poem_openapi::registry::{MetaApi, Registry};
+use poem_openapi::types::Type;
+use poem_openapi::{Object, OpenApi, OpenApiService};
+use serde_json::{json, Map, Value};
+
+use super::{Api, ErrorEnvelope, MAX_BODY};
+use crate::app::App;
+use crate::table::{RouteTable, Task, TaskKind};
+
+/// The document's title.
+pub const TITLE: &str = "celery-service";
+
+/// The document's description (Markdown), shown at the top of Swagger UI.
+const DESCRIPTION: &str = "\
+Serves the DBA team's scheduled scripts and built-in Rust tasks as HTTP endpoints.
+
+Every task has `POST /sync/<cluster-type>/<name>` (runs it and answers when it ends) and \
+`POST /async/<cluster-type>/<name>` (starts a session and answers with its id; follow it with \
+`POST /async/query`, stop it with `POST /async/kill`). Every answer is `{code, data, msg}`: \
+`code` 0 on success, 1 on failure.
+
+This document is generated from the current route table, so it lists the tasks being served \
+right now, and changes when the config is reloaded.";
+
+/// The tag of the fixed API's operations.
+const SERVICE_TAG: &str = "service";
+
+/// The tag of the document and UI routes.
+const DOCS_TAG: &str = "documentation";
+
+/// Documents the fixed API without an [`App`]: `OpenApiService` wants an API value, but the
+/// document depends only on [`Api`]'s types, so `celery-service openapi` needs no running state.
+struct DocOnly;
+
+impl OpenApi for DocOnly {
+    fn meta() -> Vec<MetaApi> {
+        Api::meta()
+    }
+
+    fn register(registry: &mut Registry) {
+        Api::register(registry);
+    }
+
+    fn add_routes(
+        self,
+        _routes: &mut HashMap<String, HashMap<Method, poem::endpoint::BoxEndpoint<'static>>>,
+    ) {
+        // Never served: the real `Api` is mounted by `api::build`.
+    }
+}
+
+/// The answer of `POST /sync/<cluster-type>/<name>` (documentation of what `sync_task` sends).
+#[derive(Debug, Clone, Object)]
+struct TaskAnswer {
+    /// 0 when the task succeeded, 1 when it failed (exit status not 0, killed, or an error of a
+    /// built-in task).
+    #[oai(validator(minimum(value = "0"), maximum(value = "1")))]
+    code: i32,
+    /// An external task's last stdout line, or a built-in task's result; empty on failure of a
+    /// built-in task.
+    data: String,
+    /// On success the last stderr line; on failure what went wrong.
+    msg: String,
+}
+
+/// The answer of `POST /async/<cluster-type>/<name>` (documentation of what `async_task` sends).
+#[derive(Debug, Clone, Object)]
+struct SessionStarted {
+    /// Always 0: the session has started.
+    #[oai(validator(minimum(value = "0"), maximum(value = "0")))]
+    code: i32,
+    /// The session id, for `POST /async/query` and `POST /async/kill`.
+    data: uuid::Uuid,
+    /// Empty.
+    msg: String,
+}
+
+/// poem-openapi's document of the fixed API, as JSON, with its operations tagged.
+fn base() -> &'static Value {
+    static BASE: OnceLock<Value> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let spec = OpenApiService::new(DocOnly, TITLE, env!("CARGO_PKG_VERSION"))
+            .description(DESCRIPTION)
+            .spec();
+        let mut doc: Value = match serde_json::from_str(&spec) {
+            Ok(doc) => doc,
+            // poem-openapi serialises its own `Document` with serde_json: this cannot fail.
+            Err(e) => unreachable!("poem-openapi produced invalid JSON: {e}"),
+        };
+        // Swagger UI groups untagged operations under "default"; name the group instead.
+        if let Some(paths) = doc["paths"].as_object_mut() {
+            for op in paths
+                .values_mut()
+                .filter_map(Value::as_object_mut)
+                .flat_map(|p| p.values_mut())
+            {
+                if op.get("tags").is_none() {
+                    op["tags"] = json!([SERVICE_TAG]);
+                }
+            }
+        }
+        doc
+    })
+}
+
+/// The whole document for `table`: the fixed API, the documentation routes, and every enabled
+/// task's sync and async operations.
+pub fn document(table: &RouteTable) -> Value {
+    let mut doc = base().clone();
+    let mut registry = Registry::new();
+    ErrorEnvelope::register(&mut registry);
+    TaskAnswer::register(&mut registry);
+    SessionStarted::register(&mut registry);
+
+    let mut paths = BTreeMap::new();
+    doc_routes(&mut paths);
+    let mut cluster_types = BTreeSet::new();
+    for task in table.tasks.values().filter(|t| t.enabled) {
+        cluster_types.insert(task.cluster_type.clone());
+        let body = request_body(task, &mut registry);
+        paths.insert(
+            format!("/sync/{}", task.path),
+            json!({ "post": sync_operation(task, body.clone()) }),
+        );
+        paths.insert(
+            format!("/async/{}", task.path),
+            json!({ "post": async_operation(task, body) }),
+        );
+    }
+    if let Some(doc_paths) = doc["paths"].as_object_mut() {
+        doc_paths.extend(paths);
+    }
+
+    let schemas = doc["components"]["schemas"].take();
+    let mut schemas = match schemas {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    for (name, schema) in &registry.schemas {
+        // MetaSchema is plain data with derived `Serialize`: this cannot fail.
+        if let Ok(v) = serde_json::to_value(schema) {
+            schemas.insert(name.clone(), v);
+        }
+    }
+    doc["components"]["schemas"] = Value::Object(schemas);
+
+    let mut tags = vec![
+        json!({"name": SERVICE_TAG, "description": "Routes, task discovery and async sessions"}),
+        json!({"name": DOCS_TAG, "description": "This document and Swagger UI"}),
+    ];
+    tags.extend(
+        cluster_types
+            .into_iter()
+            .map(|ct| json!({"name": ct, "description": format!("Tasks of cluster type {ct}")})),
+    );
+    doc["tags"] = Value::Array(tags);
+    doc
+}
+
+/// The document as pretty JSON with a trailing newline: the served and the committed form.
+pub fn to_json(doc: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(doc).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// An error answer, documented.
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+    })
+}
+
+/// The responses every task operation shares besides its 200.
+fn task_errors() -> [(&'static str, Value); 3] {
+    [
+        (
+            "400",
+            error_response("The body is not JSON, or does not fit the task's parameters"),
+        ),
+        (
+            "404",
+            error_response("No such task: it was removed by a reload since this document was read"),
+        ),
+        (
+            "413",
+            error_response(&format!("The body is larger than {MAX_BODY} bytes")),
+        ),
+    ]
+}
+
+/// The request body of `task`: a list of extra arguments, or a built-in task's parameters.
+fn request_body(task: &Task, registry: &mut Registry) -> Value {
+    let (schema, example, required, description) = match &task.kind {
+        TaskKind::External { task: ext, .. } => (
+            json!({"type": "array", "items": {"type": "string"}}),
+            json!(ext.args),
+            false,
+            "Arguments appended after the configured ones. No body (or `null`) adds none."
+                .to_string(),
+        ),
+        TaskKind::Builtin(t) => {
+            let schema = serde_json::to_value(t.params_schema(registry)).unwrap_or(Value::Null);
+            let description = if t.accepts_empty() {
+                "The task's parameters. No body means `{}`."
+            } else {
+                "The task's parameters."
+            };
+            (
+                schema,
+                t.example(),
+                !t.accepts_empty(),
+                description.to_string(),
+            )
+        }
+    };
+    json!({
+        "description": description,
+        "required": required,
+        "content": {"application/json": {"schema": schema, "example": example}}
+    })
+}
+
+/// A stable operation id: `/` becomes `__` and `-` becomes `_`, which cannot collide because
+/// path segments are kebab case.
+fn operation_id(kind: &str, task: &Task) -> String {
+    format!("{kind}__{}", task.path.replace('/', "__").replace('-', "_"))
+}
+
+fn sync_operation(task: &Task, body: Value) -> Value {
+    let mut responses = Map::new();
+    responses.insert(
+        "200".into(),
+        json!({
+            "description": "The task ran to its end: `code` 0 and its result, or `code` 1 and why \
+                            it failed. A failed task is still HTTP 200.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskAnswer"}}}
+        }),
+    );
+    responses.extend(task_errors().map(|(k, v)| (k.to_string(), v)));
+    json!({
+        "tags": [task.cluster_type],
+        "summary": task.description(),
+        "description": format!(
+            "Runs `{}` and waits for it to end. If the caller disconnects first, the run is killed.",
+            task.name
+        ),
+        "operationId": operation_id("sync", task),
+        "requestBody": body,
+        "responses": responses,
+    })
+}
+
+fn async_operation(task: &Task, body: Value) -> Value {
+    let mut responses = Map::new();
+    responses.insert(
+        "200".into(),
+        json!({
+            "description": "The session has started; `data` is its id.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SessionStarted"}}}
+        }),
+    );
+    responses.extend(task_errors().map(|(k, v)| (k.to_string(), v)));
+    json!({
+        "tags": [task.cluster_type],
+        "summary": format!("{} (in the background)", task.description()),
+        "description": format!(
+            "Starts `{}` as a session and answers at once with the session id. \
+             `POST /async/query` shows its state and result, `POST /async/kill` stops it.",
+            task.name
+        ),
+        "operationId": operation_id("async", task),
+        "requestBody": body,
+        "responses": responses,
+    })
+}
+
+/// The operations of this module's own routes.
+fn doc_routes(paths: &mut BTreeMap<String, Value>) {
+    let get = |summary: &str, id: &str, media: &str, schema: Value| {
+        json!({"get": {
+            "tags": [DOCS_TAG],
+            "summary": summary,
+            "operationId": id,
+            "responses": {"200": {
+                "description": summary,
+                "content": {media: {"schema": schema}}
+            }}
+        }})
+    };
+    paths.insert(
+        "/openapi.json".into(),
+        get(
+            "This OpenAPI document, as JSON",
+            "openapi_json",
+            "application/json",
+            json!({"type": "object"}),
+        ),
+    );
+    paths.insert(
+        "/openapi.yaml".into(),
+        get(
+            "This OpenAPI document, as YAML",
+            "openapi_yaml",
+            "application/yaml",
+            json!({"type": "object"}),
+        ),
+    );
+    paths.insert(
+        "/swagger".into(),
+        get(
+            "Swagger UI for this document",
+            "swagger",
+            "text/html",
+            json!({"type": "string"}),
+        ),
+    );
+}
+
+/// The rendered document of one table generation.
+struct Rendered {
+    generation: u64,
+    json: Arc<str>,
+    yaml: Arc<str>,
+}
+
+/// Caches the rendered document per table generation, so Swagger UI reloads cost nothing.
+#[derive(Default)]
+struct Cache(Mutex<Option<Arc<Rendered>>>);
+
+impl Cache {
+    fn get(&self, table: &RouteTable) -> Arc<Rendered> {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = slot.as_ref().filter(|r| r.generation == table.generation) {
+            return r.clone();
+        }
+        let doc = document(table);
+        let rendered = Arc::new(Rendered {
+            generation: table.generation,
+            json: to_json(&doc).into(),
+            yaml: serde_yaml::to_string(&doc).unwrap_or_default().into(),
+        });
+        *slot = Some(rendered.clone());
+        rendered
+    }
+}
+
+fn text(content_type: &'static str, body: impl Into<poem::Body>) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(body)
+}
+
+#[handler]
+fn openapi_json(Data(app): Data<&Arc<App>>, Data(cache): Data<&Arc<Cache>>) -> Response {
+    let r = cache.get(&app.routes.load());
+    text("application/json", r.json.to_string())
+}
+
+#[handler]
+fn openapi_yaml(Data(app): Data<&Arc<App>>, Data(cache): Data<&Arc<Cache>>) -> Response {
+    let r = cache.get(&app.routes.load());
+    text("application/yaml", r.yaml.to_string())
+}
+
+/// A bundled file. The page itself is revalidated on every load; the big files behind it are
+/// cached by browsers for a day (they change only with a deploy).
+fn asset(content_type: &'static str, bytes: &'static [u8]) -> poem::RouteMethod {
+    let cache = if content_type.starts_with("text/html") {
+        "no-cache"
+    } else {
+        "public, max-age=86400"
+    };
+    get(poem::endpoint::make_sync(move |_| {
+        Response::builder()
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::CACHE_CONTROL, cache)
+            .body(bytes)
+    }))
+}
+
+/// Adds `/openapi.json`, `/openapi.yaml`, `/swagger` and Swagger UI's files to `route`.
+pub fn mount(route: Route) -> Route {
+    let cache = Arc::new(Cache::default());
+    route
+        .at("/openapi.json", get(openapi_json).data(cache.clone()))
+        .at("/openapi.yaml", get(openapi_yaml).data(cache))
+        .at(
+            "/swagger",
+            asset(
+                "text/html; charset=utf-8",
+                include_bytes!("../../assets/swagger/index.html"),
+            ),
+        )
+        .at(
+            "/swagger/swagger-ui-bundle.js",
+            asset(
+                "text/javascript; charset=utf-8",
+                include_bytes!("../../assets/swagger/swagger-ui-bundle.js"),
+            ),
+        )
+        .at(
+            "/swagger/swagger-ui.css",
+            asset(
+                "text/css; charset=utf-8",
+                include_bytes!("../../assets/swagger/swagger-ui.css"),
+            ),
+        )
+        .at(
+            "/swagger/favicon-32x32.png",
+            asset(
+                "image/png",
+                include_bytes!("../../assets/swagger/favicon-32x32.png"),
+            ),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(yaml: &str) -> RouteTable {
+        let dir = tempfile::tempdir().unwrap();
+        match RouteTable::build(yaml, dir.path(), 1) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    const YAML: &str = "
+- {name: demo1, cluster_type: TendbCluster, language: sh, executable: echo, args: [a], collected: false}
+- {name: cluster_demo1, cluster_type: tendb, language: sh, executable: echo, collected: false}
+";
+
+    #[test]
+    fn every_enabled_task_gets_both_operations_with_distinct_ids() {
+        let t = table(YAML);
+        let doc = document(&t);
+        let mut ids = BTreeSet::new();
+        for task in t.tasks.values() {
+            for kind in ["sync", "async"] {
+                let op = &doc["paths"][format!("/{kind}/{}", task.path)]["post"];
+                assert_eq!(op.is_object(), task.enabled, "{kind} {}", task.path);
+                if let Some(id) = op["operationId"].as_str() {
+                    assert!(ids.insert(id.to_string()), "duplicate operationId {id}");
+                }
+            }
+        }
+        // `tendb-cluster/demo1` and `tendb/cluster-demo1` must not share an id.
+        assert!(ids.contains("sync__tendb_cluster__demo1"), "{ids:?}");
+        assert!(ids.contains("sync__tendb__cluster_demo1"), "{ids:?}");
+    }
+
+    #[test]
+    fn document_is_deterministic_and_ends_with_a_newline() {
+        let a = to_json(&document(&table(YAML)));
+        let b = to_json(&document(&table(YAML)));
+        assert_eq!(a, b);
+        assert!(a.ends_with("}\n"));
+    }
+
+    #[test]
+    fn cache_renders_again_only_for_a_new_generation() {
+        let cache = Cache::default();
+        let first = cache.get(&table(YAML));
+        assert!(Arc::ptr_eq(&first, &cache.get(&table(YAML))));
+        let dir = tempfile::tempdir().unwrap();
+        let Ok(next) = RouteTable::build(YAML, dir.path(), 2) else {
+            panic!("valid config rejected")
+        };
+        assert!(!Arc::ptr_eq(&first, &cache.get(&next)));
+    }
+}
