@@ -97,6 +97,10 @@ pub struct RunArgs {
     /// How many rotated files to keep per log.
     #[arg(long, env = "CS_LOG_MAX_FILES", default_value_t = 5)]
     pub log_max_files: usize,
+
+    /// How long the task config must stay unchanged after a write before it is reloaded.
+    #[arg(long, env = "CS_RELOAD_DEBOUNCE", default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub reload_debounce: Duration,
 }
 
 impl RunArgs {
@@ -121,6 +125,7 @@ impl RunArgs {
             kill_grace: self.kill_grace,
             log_max_bytes: self.log_max_bytes,
             log_max_files: self.log_max_files,
+            reload_debounce: self.reload_debounce,
         })
     }
 }
