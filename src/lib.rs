@@ -97,7 +97,11 @@ pub enum StartError {
 }
 
 /// Reads and validates the config at `path` into a route table.
-pub fn load_table(path: &Path, collect_dir: &Path, generation: u64) -> Result<RouteTable, StartError> {
+pub fn load_table(
+    path: &Path,
+    collect_dir: &Path,
+    generation: u64,
+) -> Result<RouteTable, StartError> {
     build_table(path, &read_config(path)?, collect_dir, generation)
 }
 

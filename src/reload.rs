@@ -88,7 +88,10 @@ impl Reloader {
     /// request (SIGHUP, `POST /-/reload`) always validates again, since collected scripts may
     /// have changed under an unchanged file.
     pub fn reload(&self, app: &App, trigger: Trigger) -> Result<ConfigStatus, ReloadError> {
-        let mut last_error = self.last_error.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last_error = self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let current = app.routes.load();
         let path = &app.settings.config_path;
         let built = read_config(path).and_then(|text| {
@@ -127,7 +130,10 @@ impl Reloader {
 
     /// The served config and the last rejected reload.
     pub fn status(&self, app: &App) -> ConfigStatus {
-        let last_error = self.last_error.lock().unwrap_or_else(PoisonError::into_inner);
+        let last_error = self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         status_of(app, &last_error)
     }
 }
@@ -205,7 +211,10 @@ fn log_rejection(error: &StartError, kept: u64, trigger: Trigger) {
             }
         }
         StartError::Io { .. } => {
-            tracing::error!(trigger = trigger.as_str(), "config reload rejected: {error}");
+            tracing::error!(
+                trigger = trigger.as_str(),
+                "config reload rejected: {error}"
+            );
         }
     }
     tracing::warn!(

@@ -47,7 +47,11 @@ fn configmap_init(dir: &Path, version: &str, text: &str) {
     std::fs::create_dir_all(dir.join(version)).unwrap();
     std::fs::write(dir.join(version).join("external-tasks.yaml"), text).unwrap();
     symlink(version, dir.join("..data")).unwrap();
-    symlink("..data/external-tasks.yaml", dir.join("external-tasks.yaml")).unwrap();
+    symlink(
+        "..data/external-tasks.yaml",
+        dir.join("external-tasks.yaml"),
+    )
+    .unwrap();
 }
 
 /// Publishes a new ConfigMap version the way the kubelet does: a new folder, a temporary link to
@@ -167,7 +171,10 @@ async fn a_configmap_symlink_swap_is_picked_up() {
     let status = config_status(&s).await;
     assert_eq!(status["config_path"], "cm/external-tasks.yaml");
     let dir = s.path("cm");
-    add_change_remove(&s, |text| configmap_swap(&dir, "..2024_01_01_00_05_00.2", text)).await;
+    add_change_remove(&s, |text| {
+        configmap_swap(&dir, "..2024_01_01_00_05_00.2", text)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -182,7 +189,13 @@ async fn a_broken_file_keeps_the_last_good_routes_until_fixed() {
         (!c["last_error"].is_null()).then_some(c)
     })
     .await;
-    assert!(c["last_error"]["message"].as_str().unwrap().contains("not valid YAML"), "{c}");
+    assert!(
+        c["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid YAML"),
+        "{c}"
+    );
     assert_eq!(c["generation"], 1);
     assert_eq!(answer(&s, "stay").await, Ok("here".into()));
 
@@ -195,7 +208,10 @@ async fn a_broken_file_keeps_the_last_good_routes_until_fixed() {
     rename_over(&path, &invalid);
     let c = poll(WAIT, || async {
         let c = config_status(&s).await;
-        let msg = c["last_error"]["message"].as_str().unwrap_or_default().to_string();
+        let msg = c["last_error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         msg.contains("`typo`").then_some(c)
     })
     .await;
@@ -253,7 +269,10 @@ async fn post_reload_reloads_now_and_rejects_a_broken_file_with_422() {
     assert_eq!(v["data"]["generation"], 2, "{v}");
     assert_eq!(v["data"]["config_path"], "external-tasks.yaml", "{v}");
     assert!(v["data"]["last_error"].is_null(), "{v}");
-    assert!(v["data"]["loaded_at"].as_str().unwrap().contains('T'), "{v}");
+    assert!(
+        v["data"]["loaded_at"].as_str().unwrap().contains('T'),
+        "{v}"
+    );
     assert!(v["data"]["task_count"].as_u64().unwrap() >= 1, "{v}");
     // Served as soon as the call returns.
     assert_eq!(answer(&s, "two").await, Ok("2".into()));
@@ -280,7 +299,13 @@ async fn post_reload_reloads_now_and_rejects_a_broken_file_with_422() {
     assert_eq!(answer(&s, "two").await, Ok("2".into()));
     let c = config_status(&s).await;
     assert_eq!(c["generation"], 3);
-    assert!(c["last_error"]["message"].as_str().unwrap().contains("cobol"), "{c}");
+    assert!(
+        c["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cobol"),
+        "{c}"
+    );
 
     rename_over(&path, &echo_tasks(&[("three", "3")]));
     let (status, v) = s.post("/-/reload", None).await;
@@ -303,7 +328,10 @@ async fn a_removed_task_keeps_its_running_session_queryable_and_killable() {
     })
     .await;
 
-    rename_over(&s.path("external-tasks.yaml"), &echo_tasks(&[("other", "o")]));
+    rename_over(
+        &s.path("external-tasks.yaml"),
+        &echo_tasks(&[("other", "o")]),
+    );
     wait_generation(&s, 2).await;
     let (status, _) = s.post("/async/tendb-cluster/sleeper", None).await;
     assert_eq!(status, 404);
@@ -366,7 +394,10 @@ async fn requests_racing_many_rewrites_always_see_one_whole_config() {
     for i in 0..30u64 {
         rename_over(&path, &versions[(i % 2) as usize]);
         wait_generation(&s, i + 2).await;
-        assert!(started.elapsed() < Duration::from_secs(120), "rewrites too slow");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "rewrites too slow"
+        );
     }
     stop.store(true, Ordering::Relaxed);
     let mut answers = BTreeSet::new();

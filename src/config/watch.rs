@@ -13,7 +13,9 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use notify_debouncer_mini::notify::{self, RecommendedWatcher, RecursiveMode};
-use notify_debouncer_mini::{new_debouncer_opt, Config, DebounceEventResult, DebouncedEventKind, Debouncer};
+use notify_debouncer_mini::{
+    new_debouncer_opt, Config, DebounceEventResult, DebouncedEventKind, Debouncer,
+};
 
 /// A running watch; dropping it stops watching.
 pub struct ConfigWatcher {
@@ -56,7 +58,9 @@ pub fn watch(
             let relevant = events.iter().any(|e| {
                 // A continuous event means writing is still going on; the final one follows.
                 e.kind == DebouncedEventKind::Any
-                    && e.path.file_name().is_some_and(|n| names.iter().any(|m| m == n))
+                    && e.path
+                        .file_name()
+                        .is_some_and(|n| names.iter().any(|m| m == n))
             });
             if relevant {
                 on_change();
@@ -68,7 +72,8 @@ pub fn watch(
     let config = Config::default()
         .with_timeout(debounce)
         .with_batch_mode(false);
-    let mut debouncer = new_debouncer_opt::<_, RecommendedWatcher>(config, handler).map_err(error)?;
+    let mut debouncer =
+        new_debouncer_opt::<_, RecommendedWatcher>(config, handler).map_err(error)?;
     debouncer
         .watcher()
         .watch(&dir, RecursiveMode::NonRecursive)
