@@ -22,8 +22,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start the service.
-    Run(RunArgs),
+    /// Start the service. Boxed: it has many flags and the other variants few.
+    Run(Box<RunArgs>),
     /// Validate the external task config and print its routes; exits non-zero naming every error.
     Check(ConfigArgs),
     /// Print every route the config would serve.

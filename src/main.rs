@@ -17,7 +17,7 @@ use celery_service::{absolute_dir, load_table, logs, serve, App, StartError};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Check(args) => check(&args, true),
         Command::List(args) => check(&args, false),
         Command::Version => {
