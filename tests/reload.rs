@@ -233,6 +233,25 @@ async fn a_broken_file_keeps_the_last_good_routes_until_fixed() {
     assert!(log.contains("task=\"typo\""), "{log}");
     assert!(log.contains("still serving generation 1"), "{log}");
 
+    // One change is one reload: reading the file must not count as a change of it.
+    let rejections = || {
+        s.stdout
+            .lock()
+            .unwrap()
+            .matches("config reload rejected")
+            .count()
+    };
+    let first = (rejections(), c["last_error"]["at"].clone());
+    let quiet_until = Instant::now() + Duration::from_millis(600);
+    while Instant::now() < quiet_until {
+        let now = (
+            rejections(),
+            config_status(&s).await["last_error"]["at"].clone(),
+        );
+        assert_eq!(now, first, "the service keeps reloading an unchanged file");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // Fixing the file recovers by itself.
     rename_over(&path, &echo_tasks(&[("stay", "moved"), ("extra", "x")]));
     let c = wait_generation(&s, 2).await;

@@ -5,21 +5,21 @@
 //! symlink beside the file while the file itself (a symlink into `..data`) never changes. A watch
 //! on the file would miss both. Only events for names that can change what the config path reads
 //! count: the file name itself, and the first component of its symlink target when that target
-//! is relative (the `..data` of a ConfigMap). Events are debounced, so one save (a truncate and
-//! several writes, or a rename pair) gives one call, after the writing has stopped.
+//! is relative (the `..data` of a ConfigMap). Access events are ignored: reading the file on a
+//! reload makes some, and counting them would reload again, forever. Events are debounced, so
+//! one save (a truncate and several writes, or a rename pair) gives one call, after the writing
+//! has stopped.
 
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use notify_debouncer_mini::notify::{self, RecommendedWatcher, RecursiveMode};
-use notify_debouncer_mini::{
-    new_debouncer_opt, Config, DebounceEventResult, DebouncedEventKind, Debouncer,
-};
+use notify_debouncer_full::notify::{self, EventKind, RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
 
 /// A running watch; dropping it stops watching.
 pub struct ConfigWatcher {
-    _debouncer: Debouncer<RecommendedWatcher>,
+    _debouncer: Debouncer<RecommendedWatcher, RecommendedCache>,
 }
 
 /// Why the config file cannot be watched.
@@ -56,26 +56,23 @@ pub fn watch(
         Ok(events) => {
             let names = trigger_names(&watched);
             let relevant = events.iter().any(|e| {
-                // A continuous event means writing is still going on; the final one follows.
-                e.kind == DebouncedEventKind::Any
-                    && e.path
-                        .file_name()
-                        .is_some_and(|n| names.iter().any(|m| m == n))
+                !matches!(e.kind, EventKind::Access(_))
+                    && e.paths
+                        .iter()
+                        .any(|p| p.file_name().is_some_and(|n| names.iter().any(|m| m == n)))
             });
             if relevant {
                 on_change();
             }
         }
-        Err(e) => tracing::warn!(error = %e, "the config watcher reported an error"),
+        Err(errors) => {
+            for e in errors {
+                tracing::warn!(error = %e, "the config watcher reported an error");
+            }
+        }
     };
-    // Batch mode off: each change is delivered as soon as its own quiet period ends.
-    let config = Config::default()
-        .with_timeout(debounce)
-        .with_batch_mode(false);
-    let mut debouncer =
-        new_debouncer_opt::<_, RecommendedWatcher>(config, handler).map_err(error)?;
+    let mut debouncer = new_debouncer(debounce, None, handler).map_err(error)?;
     debouncer
-        .watcher()
         .watch(&dir, RecursiveMode::NonRecursive)
         .map_err(error)?;
     Ok(ConfigWatcher {
