@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::logs::TaskLogs;
+use crate::reload::Reloader;
 use crate::runner::{self, RunEnv};
 use crate::sessions::{Finish, SessionStore};
 use crate::table::{Routes, Task, TaskKind};
@@ -32,6 +33,8 @@ pub struct App {
     pub collect_dir: PathBuf,
     /// Every run in flight, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// Reloads the config into `routes` and remembers the last rejected reload.
+    pub reloader: Reloader,
 }
 
 /// A request's body, checked against the task's parameters.

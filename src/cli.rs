@@ -22,8 +22,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start the service.
-    Run(RunArgs),
+    /// Start the service. Boxed: it has many flags and the other variants few.
+    Run(Box<RunArgs>),
     /// Validate the external task config and print its routes; exits non-zero naming every error.
     Check(ConfigArgs),
     /// Print every route the config would serve.
@@ -110,6 +110,10 @@ pub struct RunArgs {
     /// How many rotated files to keep per log.
     #[arg(long, env = "CS_LOG_MAX_FILES", default_value_t = 5)]
     pub log_max_files: usize,
+
+    /// How long the task config must stay unchanged after a write before it is reloaded.
+    #[arg(long, env = "CS_RELOAD_DEBOUNCE", default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub reload_debounce: Duration,
 }
 
 impl RunArgs {
@@ -134,6 +138,7 @@ impl RunArgs {
             kill_grace: self.kill_grace,
             log_max_bytes: self.log_max_bytes,
             log_max_files: self.log_max_files,
+            reload_debounce: self.reload_debounce,
         })
     }
 }

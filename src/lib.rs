@@ -9,6 +9,7 @@
 //! - [`sessions`]: async sessions, kill and retention.
 //! - [`tasks`]: tasks written in Rust and their registry.
 //! - [`logs`]: per-task and service log files with size rotation.
+//! - [`reload`]: the one reload path (file change, SIGHUP, `POST /-/reload`) and its status.
 //! - [`app`]: the shared state and the operations the HTTP layer calls.
 //! - [`api`]: HTTP endpoints and the `{code, data, msg}` envelope.
 //!
@@ -20,6 +21,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod logs;
+pub mod reload;
 pub mod runner;
 pub mod sessions;
 pub mod table;
@@ -36,6 +38,7 @@ pub use app::App;
 pub use config::ConfigErrors;
 
 use crate::logs::{Rotation, TaskLogs};
+use crate::reload::Reloader;
 use crate::sessions::SessionStore;
 use crate::table::{RouteTable, Routes};
 
@@ -56,6 +59,8 @@ pub struct Settings {
     pub log_max_bytes: usize,
     /// Rotated files kept per log.
     pub log_max_files: usize,
+    /// How long the config file must be quiet after a change before it is reloaded.
+    pub reload_debounce: Duration,
 }
 
 impl Settings {
@@ -97,12 +102,26 @@ pub fn load_table(
     collect_dir: &Path,
     generation: u64,
 ) -> Result<RouteTable, StartError> {
-    let text = std::fs::read_to_string(path).map_err(|source| StartError::Io {
+    build_table(path, &read_config(path)?, collect_dir, generation)
+}
+
+/// Reads the config text at `path`.
+pub fn read_config(path: &Path) -> Result<String, StartError> {
+    std::fs::read_to_string(path).map_err(|source| StartError::Io {
         what: "cannot read the task config",
         path: path.to_path_buf(),
         source,
-    })?;
-    RouteTable::build(&text, collect_dir, generation).map_err(|errors| StartError::Config {
+    })
+}
+
+/// Validates the config `text` read from `path` into a route table, with every error found.
+pub fn build_table(
+    path: &Path,
+    text: &str,
+    collect_dir: &Path,
+    generation: u64,
+) -> Result<RouteTable, StartError> {
+    RouteTable::build(text, collect_dir, generation).map_err(|errors| StartError::Config {
         path: path.to_path_buf(),
         errors,
     })
@@ -135,6 +154,7 @@ impl App {
             collect_dir,
             settings,
             tracker: TaskTracker::new(),
+            reloader: Reloader::default(),
         }))
     }
 }

@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use clap::Parser;
@@ -12,12 +12,13 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use celery_service::api::openapi;
 use celery_service::cli::{Cli, Command, ConfigArgs, OpenapiArgs, RunArgs};
+use celery_service::reload::{self, Trigger};
 use celery_service::{absolute_dir, load_table, logs, serve, App, StartError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Check(args) => check(&args, true),
         Command::List(args) => check(&args, false),
         Command::Openapi(args) => print_openapi(&args),
@@ -77,6 +78,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.address))?;
         let local = listener.local_addr()?;
+        // Listen for reloads before announcing the address, so that a change made right after
+        // startup is never missed (and SIGHUP never meets its default action, exiting).
+        let hangups = reload_on_hangup(app.clone())?;
+        let watch = match reload::watch_config(app.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!(error = %e, "config changes are not picked up by themselves; send SIGHUP or POST /-/reload after each edit");
+                None
+            }
+        };
         let table = app.routes.load();
         tracing::info!(
             address = %local,
@@ -86,9 +97,24 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         );
         drop(table);
         serve(app, listener, shutdown_signal()).await?;
+        hangups.abort();
+        drop(watch);
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Reloads the config on every SIGHUP until aborted.
+fn reload_on_hangup(app: Arc<App>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    Ok(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the task config");
+            // A rejection is logged and shown by `/-/config`.
+            let _ = app.reloader.reload(&app, Trigger::Hangup);
+        }
+    }))
 }
 
 async fn shutdown_signal() {

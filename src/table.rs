@@ -207,7 +207,7 @@ pub const FIXED_ROUTES: &[(&str, &str)] = &[
 ];
 
 /// FNV-1a, 64 bit: enough to tell two config texts apart in a status page.
-fn checksum(bytes: &[u8]) -> String {
+pub fn checksum(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h ^= u64::from(*b);

@@ -253,10 +253,8 @@ async fn different_configs_give_different_documents() {
     assert_valid_openapi(&doc_b, b.dir.path());
 }
 
-/// Needs `POST /-/reload`, which is being added on another branch; remove the `ignore` line once
-/// both are merged.
+/// The document is built from the route table a reload swaps in.
 #[tokio::test]
-#[ignore = "needs POST /-/reload (reload branch); enable after merging it"]
 async fn document_follows_a_reload() {
     let server = Server::start(CONFIG_A, &[]);
     let before = served(&server).await;

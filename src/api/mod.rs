@@ -23,6 +23,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService};
 use uuid::Uuid;
 
 use crate::app::{self, App};
+use crate::reload::{ConfigStatus, Trigger};
 use crate::sessions::{KillError, SessionInfo};
 
 pub use body::LenientJson;
@@ -107,6 +108,17 @@ impl KillAnswer {
     fn bad_body(err: poem::Error) -> Self {
         Self::BadRequest(Json(ErrorEnvelope::new(err.to_string())))
     }
+}
+
+/// Answers of `POST /-/reload`.
+#[derive(ApiResponse)]
+pub enum ReloadAnswer {
+    /// The file was valid and is served now (or was already served unchanged).
+    #[oai(status = 200)]
+    Ok(Json<Envelope<ConfigStatus>>),
+    /// The file was rejected; `msg` lists every error. The previous config keeps serving.
+    #[oai(status = 422)]
+    Rejected(Json<ErrorEnvelope>),
 }
 
 fn parse_session_id(raw: &str) -> Result<Uuid, String> {
@@ -197,6 +209,23 @@ impl Api {
     #[oai(path = "/ping", method = "get")]
     async fn ping(&self) -> PlainText<&'static str> {
         PlainText("pong")
+    }
+
+    /// The served task config: generation, load time, checksum, task count, path, and why the
+    /// newest version of the file was rejected, if it was.
+    #[oai(path = "/-/config", method = "get")]
+    async fn config_status(&self) -> Json<Envelope<ConfigStatus>> {
+        Json(Envelope::ok(self.app.reloader.status(&self.app)))
+    }
+
+    /// Reloads the task config now, as a file change or SIGHUP does. A rejected file changes
+    /// nothing: the previous config keeps serving and the answer (HTTP 422) lists every error.
+    #[oai(path = "/-/reload", method = "post")]
+    async fn reload(&self) -> ReloadAnswer {
+        match self.app.reloader.reload(&self.app, Trigger::Request) {
+            Ok(status) => ReloadAnswer::Ok(Json(Envelope::ok(status))),
+            Err(e) => ReloadAnswer::Rejected(Json(ErrorEnvelope::new(e.to_string()))),
+        }
     }
 }
 

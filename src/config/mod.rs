@@ -3,6 +3,10 @@
 //! Parsing is done in two stages. The YAML is first read as plain values, then every task is
 //! checked field by field, so that one load can report a typo in task 3 and a missing script in
 //! task 7 together, each error naming the task (index and name) and the field.
+//!
+//! [`watch`] notices when the file changes on disk, so the service can reload it.
+
+pub mod watch;
 
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
