@@ -49,7 +49,8 @@ pub struct ConfigStatus {
     pub task_count: u64,
     /// The config file, as given on the command line.
     pub config_path: String,
-    /// Why the newest version of the file was rejected; absent once a reload succeeds.
+    /// Why the newest version of the file was rejected; null once a reload succeeds.
+    #[oai(nullable)]
     pub last_error: Option<ReloadFailure>,
 }
 
