@@ -225,14 +225,34 @@ def loadgen(args, timeout):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def cpu_us(pid):
+    """CPU time (user + system) of `pid` and of its reaped children, in microseconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = 1e6 / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) * tick, (int(fields[13]) + int(fields[14])) * tick
+
+
 def measure(kind, target, concurrency, seconds, must_work=True):
-    """One run of the load generator; `kind` is ours, webhook or floor."""
+    """One run of the load generator; `kind` is ours, webhook or floor.
+
+    Besides throughput and latency it records the CPU time per call of the server itself
+    (`self_us`) and of the commands it ran (`children_us`); for the floor these are the spawning
+    loop and its children. Under CPU contention from other programs these stay comparable when
+    requests per second do not."""
     common = ["--concurrency", str(concurrency), "--duration", str(seconds)]
     if kind == "floor":
         r = loadgen(["spawn", *common, "--", *FLOOR[target]], seconds + 60)
+        r["self_us"], r["children_us"] = r["self_cpu_us"], r["children_cpu_us"]
+        r["client_us"] = 0
     else:
+        before = cpu_us(target["pid"])
         r = loadgen(["http", target["url"], "--body", target["body"], "--expect", target["expect"], *common],
                     seconds + 60)
+        after = cpu_us(target["pid"])
+        r["self_us"], r["children_us"] = after[0] - before[0], after[1] - before[1]
+        r["client_us"] = r["self_cpu_us"]
+    for k in ("self_us", "children_us", "client_us"):
+        r[k] = r[k] / r["requests"] if r["requests"] else 0
     if r["errors"] and must_work:
         raise Broken(f"{kind} {target if kind == 'floor' else target['url']}: {r['errors']} errors, "
                      f"first: {r.get('first_error')}")
@@ -242,7 +262,8 @@ def measure(kind, target, concurrency, seconds, must_work=True):
 
 
 def median_of(runs):
-    return {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms", "errors")}
+    keys = ("rps", "p50_ms", "p99_ms", "errors", "self_us", "children_us", "client_us")
+    return {k: statistics.median(r[k] for r in runs) for k in keys}
 
 
 def sync_matrix(ours, peer, seconds, reps, results):
@@ -252,11 +273,11 @@ def sync_matrix(ours, peer, seconds, reps, results):
             runs = {"ours": [], "floor": [], "webhook": []}
             for _ in range(reps):
                 runs["ours"].append(measure("ours", {
-                    "url": f"{ours.base}/sync/bench/{task}", "body": "", "expect": '"data":"hello"'}, c, seconds))
+                    "url": f"{ours.base}/sync/bench/{task}", "pid": ours.proc.pid, "body": "", "expect": '"data":"hello"'}, c, seconds))
                 runs["floor"].append(measure("floor", task, c, seconds))
                 if peer:
                     runs["webhook"].append(measure("webhook", {
-                        "url": f"{peer.base}/hooks/{task}", "body": "", "expect": "hello"}, c, seconds,
+                        "url": f"{peer.base}/hooks/{task}", "pid": peer.proc.pid, "body": "", "expect": "hello"}, c, seconds,
                         must_work=False))
             row = {"task": task, "concurrency": c}
             for k, v in runs.items():
@@ -291,7 +312,7 @@ def sessions_and_query(workdir, seconds, results):
         log(f"  RSS {before} KiB idle, {rss} KiB with {SESSIONS} sessions")
         body = json.dumps({"session_id": ids[len(ids) // 2]})
         results["query"] = median_of([measure("ours", {
-            "url": f"{svc.base}/async/query", "body": body, "expect": '"done":true'}, 16, seconds)])
+            "url": f"{svc.base}/async/query", "pid": svc.proc.pid, "body": body, "expect": '"done":true'}, 16, seconds)])
     finally:
         svc.stop()
 
@@ -367,6 +388,16 @@ def report(results):
             targets.append((f"{name}: throughput >= 90% of the floor", vs_floor >= 0.9, f"{vs_floor:.2f}"))
             targets.append((f"{name}: throughput >= 1.2x webhook", vs_peer is not None and vs_peer >= 1.2,
                             "n/a" if vs_peer is None else f"{vs_peer:.2f}"))
+    print("\nCPU time per call in µs, user + system: the server itself + the commands it ran "
+          "(+ the load generator). For the floor: the spawning loop + its children.\n")
+    print("| task | conc. | ours | floor | webhook | ours − floor (server overhead) |")
+    print("|---|---:|---|---|---|---:|")
+    for row in results["sync"]:
+        o, f, w = row["ours"], row["floor"], row["webhook"]
+        cell = lambda x: "n/a" if not x else (f"{x['self_us']:.0f} + {x['children_us']:.0f}"
+                                              + (f" (+{x['client_us']:.0f})" if x["client_us"] else ""))
+        print(f"| {row['task']} | {row['concurrency']} | {cell(o)} | {cell(f)} | {cell(w)} "
+              f"| {o['self_us'] - f['self_us']:.0f} |")
     a, q = results["async"], results["query"]
     s, b = results["sessions"], results["big_output"]
     growth = (b["hwm_kib"] - b["rss_before_kib"]) / 1024

@@ -12,6 +12,9 @@
 //!   (stdin null, stdout and stderr piped and read to the end, own process group, reaped): the
 //!   most calls per second any service that runs this command could answer on this machine.
 //!
+//! Every mode also reports `self_cpu_us` and `children_cpu_us`, the CPU time (user + system) it and
+//! its reaped children used: for the floor that is the cost of spawning and of the command itself.
+//!
 //! The HTTP modes run on a current-thread runtime: the generator shares the CPU with the server
 //! and its children, so it should use as little of it as it can.
 
@@ -100,7 +103,7 @@ impl Tally {
         }
     }
 
-    fn report(mut self, seconds: f64) -> String {
+    fn report(mut self, seconds: f64, cpu: Cpu) -> String {
         self.latencies_us.sort_unstable();
         let pct = |p: f64| -> f64 {
             if self.latencies_us.is_empty() {
@@ -118,10 +121,44 @@ impl Tally {
             "p50_ms": pct(0.50),
             "p99_ms": pct(0.99),
         });
+        v["self_cpu_us"] = Value::from(cpu.self_us);
+        v["children_cpu_us"] = Value::from(cpu.children_us);
         if let Some(e) = self.first_error {
             v["first_error"] = Value::from(e);
         }
         v.to_string()
+    }
+}
+
+/// CPU time (user + system) this program used, and its reaped children used, in microseconds.
+#[derive(Clone, Copy)]
+struct Cpu {
+    self_us: u64,
+    children_us: u64,
+}
+
+impl Cpu {
+    fn now() -> Self {
+        let used = |who| {
+            // SAFETY: getrusage only writes into the struct we hand it.
+            let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+            if unsafe { libc::getrusage(who, &mut r) } != 0 {
+                return 0;
+            }
+            let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+            us(r.ru_utime) + us(r.ru_stime)
+        };
+        Self {
+            self_us: used(libc::RUSAGE_SELF),
+            children_us: used(libc::RUSAGE_CHILDREN),
+        }
+    }
+
+    fn since(self, start: Cpu) -> Cpu {
+        Cpu {
+            self_us: self.self_us - start.self_us,
+            children_us: self.children_us - start.children_us,
+        }
     }
 }
 
@@ -268,6 +305,7 @@ fn run_http(o: Rc<Opts>) -> Result<String, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let local = tokio::task::LocalSet::new();
+    let cpu = Cpu::now();
     let start = Instant::now();
     let deadline = start + o.duration;
     let total = local.block_on(&rt, async {
@@ -292,11 +330,12 @@ fn run_http(o: Rc<Opts>) -> Result<String, String> {
         }
         total
     });
-    Ok(total.report(start.elapsed().as_secs_f64()))
+    Ok(total.report(start.elapsed().as_secs_f64(), Cpu::now().since(cpu)))
 }
 
 fn run_spawn(o: &Opts) -> Result<String, String> {
     let (prog, args) = o.command.split_first().ok_or("spawn needs -- PROG ARGS...")?;
+    let cpu = Cpu::now();
     let start = Instant::now();
     let deadline = start + o.duration;
     let total = std::thread::scope(|s| {
@@ -336,7 +375,7 @@ fn run_spawn(o: &Opts) -> Result<String, String> {
         }
         total
     });
-    Ok(total.report(start.elapsed().as_secs_f64()))
+    Ok(total.report(start.elapsed().as_secs_f64(), Cpu::now().since(cpu)))
 }
 
 fn main() {
