@@ -58,14 +58,20 @@ fn parse_args() -> Result<Opts, String> {
             "--body" => o.body = value("--body")?,
             "--expect" => o.expect = value("--expect")?,
             "--concurrency" => {
-                o.concurrency = value("--concurrency")?.parse().map_err(|e| format!("--concurrency: {e}"))?
+                o.concurrency = value("--concurrency")?
+                    .parse()
+                    .map_err(|e| format!("--concurrency: {e}"))?
             }
             "--duration" => {
-                let s: f64 = value("--duration")?.parse().map_err(|e| format!("--duration: {e}"))?;
+                let s: f64 = value("--duration")?
+                    .parse()
+                    .map_err(|e| format!("--duration: {e}"))?;
                 o.duration = Duration::from_secs_f64(s);
             }
             "--poll-ms" => {
-                let ms: u64 = value("--poll-ms")?.parse().map_err(|e| format!("--poll-ms: {e}"))?;
+                let ms: u64 = value("--poll-ms")?
+                    .parse()
+                    .map_err(|e| format!("--poll-ms: {e}"))?;
                 o.poll = Duration::from_millis(ms);
             }
             "--" => {
@@ -175,7 +181,10 @@ struct Conn {
 impl Conn {
     fn new(url: &str) -> Result<Self, String> {
         let uri: hyper::Uri = url.parse().map_err(|e| format!("bad url {url}: {e}"))?;
-        let authority = uri.authority().ok_or(format!("no host in {url}"))?.to_string();
+        let authority = uri
+            .authority()
+            .ok_or(format!("no host in {url}"))?
+            .to_string();
         Ok(Self {
             authority,
             sender: None,
@@ -203,7 +212,10 @@ impl Conn {
             .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|e| e.to_string())?;
         let result = async {
-            let resp = sender.send_request(req).await.map_err(|e| format!("request: {e}"))?;
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| format!("request: {e}"))?;
             let status = resp.status().as_u16();
             let bytes = resp
                 .into_body()
@@ -224,7 +236,10 @@ impl Conn {
 fn check(status: u16, body: &[u8], expect: &str) -> Result<(), String> {
     let text = String::from_utf8_lossy(body);
     if status != 200 || !text.contains(expect) {
-        return Err(format!("status {status}, body {}", text.chars().take(300).collect::<String>()));
+        return Err(format!(
+            "status {status}, body {}",
+            text.chars().take(300).collect::<String>()
+        ));
     }
     Ok(())
 }
@@ -241,7 +256,11 @@ async fn http_worker(o: &Opts, deadline: Instant) -> Tally {
     };
     while Instant::now() < deadline {
         let start = Instant::now();
-        match conn.post(url, &o.body).await.and_then(|(s, b)| check(s, &b, &o.expect)) {
+        match conn
+            .post(url, &o.body)
+            .await
+            .and_then(|(s, b)| check(s, &b, &o.expect))
+        {
             Ok(()) => t.latencies_us.push(micros(start.elapsed())),
             Err(e) => {
                 t.error(e);
@@ -257,7 +276,9 @@ async fn async_cycle(o: &Opts, conn: &mut Conn) -> Result<(), String> {
     let (status, body) = conn.post(&o.urls[0], &o.body).await?;
     check(status, &body, "")?;
     let v: Value = serde_json::from_slice(&body).map_err(|e| format!("submit answer: {e}"))?;
-    let id = v["data"].as_str().ok_or("submit answer has no session id")?;
+    let id = v["data"]
+        .as_str()
+        .ok_or("submit answer has no session id")?;
     let query = serde_json::json!({ "session_id": id }).to_string();
     loop {
         tokio::time::sleep(o.poll).await;
@@ -334,7 +355,10 @@ fn run_http(o: Rc<Opts>) -> Result<String, String> {
 }
 
 fn run_spawn(o: &Opts) -> Result<String, String> {
-    let (prog, args) = o.command.split_first().ok_or("spawn needs -- PROG ARGS...")?;
+    let (prog, args) = o
+        .command
+        .split_first()
+        .ok_or("spawn needs -- PROG ARGS...")?;
     let cpu = Cpu::now();
     let start = Instant::now();
     let deadline = start + o.duration;
