@@ -20,6 +20,13 @@ use crate::logs::{Stream, TaskLog};
 /// a task printing one endless line cannot grow the service's memory.
 const MAX_LINE: usize = 1024 * 1024;
 
+/// Output is read into a buffer that starts small, because most runs print a few short lines and
+/// a large zeroed buffer per stream per run showed in the profile (bench/, BENCHMARKS.md), and
+/// grows to a pipe's capacity as soon as one read fills it, so a task printing megabytes is read
+/// in few large reads.
+const READ_START: usize = 512;
+const READ_MAX: usize = 64 * 1024;
+
 /// Once the process group has exited, how long its pipes may stay open (held by a process that
 /// left the group) before we stop reading them, like Go's `Cmd.WaitDelay`.
 const PIPE_DRAIN_LIMIT: Duration = Duration::from_secs(2);
@@ -199,7 +206,7 @@ async fn pump<R: AsyncRead + Unpin>(
     last: &mut Vec<u8>,
 ) {
     let Some(mut reader) = reader else { return };
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_START);
     let mut line: Vec<u8> = Vec::new();
     let mut emit = |line: &mut Vec<u8>| {
         if line.last() == Some(&b'\r') {
@@ -212,10 +219,15 @@ async fn pump<R: AsyncRead + Unpin>(
         line.clear();
     };
     loop {
-        let n = match reader.read(&mut buf).await {
+        buf.clear();
+        // `read_buf` fills the spare capacity without zeroing it first.
+        let n = match reader.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if n == buf.capacity() && n < READ_MAX {
+            buf.reserve(READ_MAX);
+        }
         let mut chunk = &buf[..n];
         while let Some(pos) = memchr::memchr(b'\n', chunk) {
             line.extend_from_slice(&chunk[..pos]);

@@ -1,0 +1,476 @@
+#!/usr/bin/env python3
+"""Benchmarks celery-service against the machine's limit (the "floor") and a peer (adnanh/webhook).
+
+One command builds the release binary and the load generator, starts the service (and webhook) on
+loopback with a bench config in a temporary folder, runs every workload and prints a table with
+ratios measured in the same run, then the targets as PASS/MISS.
+
+    python3 bench/run.py            # full: 3 s per measurement, median of 3
+    python3 bench/run.py --short    # CI: 1 s per measurement, once
+
+Exits non-zero when something is broken (the service does not start, a request fails, the floor
+cannot spawn), never because a target is missed: machines vary. See BENCHMARKS.md.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+SERVICE = ROOT / "target" / "release" / "celery-service"
+LOADGEN = BENCH / "target" / "release" / "loadgen"
+
+# A 100-character line, repeated to 50 MB by the big-output task.
+LINE = "0123456789" * 10
+BIG_OUTPUT = 50_000_000
+SESSIONS = 10_000
+
+CONFIG = f"""\
+# Written by bench/run.py.
+- name: echo_bin
+  cluster_type: bench
+  language: binary
+  executable: /bin/echo
+  args: ["hello"]
+  collected: false
+- name: echo_sh
+  cluster_type: bench
+  language: sh
+  executable: echo hello
+  collected: false
+- name: big_output
+  cluster_type: bench
+  language: sh
+  executable: yes {LINE} | head -c {BIG_OUTPUT}
+  collected: false
+"""
+
+# The same commands for webhook, answering with their output.
+HOOKS = [
+    {
+        "id": "echo-bin",
+        "execute-command": "/bin/echo",
+        "include-command-output-in-response": True,
+        "pass-arguments-to-command": [{"source": "string", "name": "hello"}],
+    },
+    {
+        "id": "echo-sh",
+        "execute-command": "/bin/sh",
+        "include-command-output-in-response": True,
+        "pass-arguments-to-command": [
+            {"source": "string", "name": "-c"},
+            {"source": "string", "name": "echo hello"},
+        ],
+    },
+]
+
+# The commands the floor program spawns: what the service runs for each task.
+FLOOR = {
+    "echo-bin": ["/bin/echo", "hello"],
+    "echo-sh": ["sh", "-c", "echo hello"],
+}
+
+
+class Broken(Exception):
+    """Something that must make the benchmark exit non-zero."""
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def machine():
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release()}
+
+
+def build():
+    log("building the release binary and the load generator…")
+    subprocess.run(["cargo", "build", "--release", "--bin", "celery-service"], cwd=ROOT, check=True)
+    env = dict(os.environ, CARGO_TARGET_DIR=str(BENCH / "target"))
+    subprocess.run(
+        ["cargo", "build", "--release", "--manifest-path", str(BENCH / "loadgen" / "Cargo.toml")],
+        env=env,
+        check=True,
+    )
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, what, timeout=15):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise Broken(f"{what} exited with {proc.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise Broken(f"{what} did not listen on port {port} within {timeout} s")
+
+
+class Service:
+    """One celery-service process in its own folder."""
+
+    def __init__(self, workdir, name):
+        self.dir = Path(workdir) / name
+        (self.dir / "collect").mkdir(parents=True)
+        (self.dir / "external-tasks.yaml").write_text(CONFIG)
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [
+                str(SERVICE), "run",
+                "--address", f"127.0.0.1:{self.port}",
+                "--external-task-config", "external-tasks.yaml",
+                "--collect-dir", "collect",
+                "--log-dir", "logs",
+                "--no-log-console",
+            ],
+            cwd=self.dir,
+            env={k: v for k, v in os.environ.items() if not k.startswith("CS_")},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        wait_port(self.port, self.proc, "celery-service")
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+
+    def post(self, path, body=None):
+        data = b"" if body is None else json.dumps(body).encode()
+        self.conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
+        resp = self.conn.getresponse()
+        text = resp.read()
+        if resp.status != 200:
+            raise Broken(f"POST {path}: status {resp.status}: {text[:300]!r}")
+        answer = json.loads(text)
+        if answer.get("code") != 0:
+            raise Broken(f"POST {path}: {answer}")
+        return answer
+
+    def status(self, field):
+        """A VmRSS/VmHWM-style field of /proc/<pid>/status, in KiB."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise Broken(f"no {field} in /proc/{self.proc.pid}/status")
+
+    def has_children(self):
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            try:
+                if (task / "children").read_text().strip():
+                    return True
+            except OSError:
+                pass
+        return False
+
+    def stop(self):
+        self.conn.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Webhook:
+    """adnanh/webhook running the same commands, or None when it is not installed."""
+
+    def __init__(self, workdir):
+        hooks = Path(workdir) / "hooks.json"
+        hooks.write_text(json.dumps(HOOKS))
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            ["webhook", "-hooks", str(hooks), "-ip", "127.0.0.1", "-port", str(self.port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port, self.proc, "webhook")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def loadgen(args, timeout):
+    out = subprocess.run([str(LOADGEN), *args], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise Broken(f"loadgen {' '.join(args)} failed: {out.stderr.strip()}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cpu_us(pid):
+    """CPU time (user + system) of `pid` and of its reaped children, in microseconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = 1e6 / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) * tick, (int(fields[13]) + int(fields[14])) * tick
+
+
+def measure(kind, target, concurrency, seconds, must_work=True):
+    """One run of the load generator; `kind` is ours, webhook or floor.
+
+    Besides throughput and latency it records the CPU time per call of the server itself
+    (`self_us`) and of the commands it ran (`children_us`); for the floor these are the spawning
+    loop and its children. Under CPU contention from other programs these stay comparable when
+    requests per second do not."""
+    common = ["--concurrency", str(concurrency), "--duration", str(seconds)]
+    if kind == "floor":
+        r = loadgen(["spawn", *common, "--", *FLOOR[target]], seconds + 60)
+        r["self_us"], r["children_us"] = r["self_cpu_us"], r["children_cpu_us"]
+        r["client_us"] = 0
+    else:
+        before = cpu_us(target["pid"])
+        r = loadgen(["http", target["url"], "--body", target["body"], "--expect", target["expect"], *common],
+                    seconds + 60)
+        after = cpu_us(target["pid"])
+        r["self_us"], r["children_us"] = after[0] - before[0], after[1] - before[1]
+        r["client_us"] = r["self_cpu_us"]
+    for k in ("self_us", "children_us", "client_us"):
+        r[k] = r[k] / r["requests"] if r["requests"] else 0
+    if r["errors"] and must_work:
+        raise Broken(f"{kind} {target if kind == 'floor' else target['url']}: {r['errors']} errors, "
+                     f"first: {r.get('first_error')}")
+    if r["requests"] == 0 and must_work:
+        raise Broken(f"{kind}: no request completed")
+    return r
+
+
+def median_of(runs):
+    keys = ("rps", "p50_ms", "p99_ms", "errors", "self_us", "children_us", "client_us")
+    return {k: statistics.median(r[k] for r in runs) for k in keys}
+
+
+def sync_matrix(ours, peer, seconds, reps, results):
+    rows = []
+    for task in ("echo-bin", "echo-sh"):
+        for c in (1, 16, 64):
+            runs = {"ours": [], "floor": [], "webhook": []}
+            for _ in range(reps):
+                runs["ours"].append(measure("ours", {
+                    "url": f"{ours.base}/sync/bench/{task}", "pid": ours.proc.pid, "body": "", "expect": '"data":"hello"'}, c, seconds))
+                runs["floor"].append(measure("floor", task, c, seconds))
+                if peer:
+                    runs["webhook"].append(measure("webhook", {
+                        "url": f"{peer.base}/hooks/{task}", "pid": peer.proc.pid, "body": "", "expect": "hello"}, c, seconds,
+                        must_work=False))
+            row = {"task": task, "concurrency": c}
+            for k, v in runs.items():
+                row[k] = median_of(v) if v else None
+            log(f"  {task} c={c}: ours {row['ours']['rps']:.0f}/s floor {row['floor']['rps']:.0f}/s"
+                + (f" webhook {row['webhook']['rps']:.0f}/s" if row["webhook"] else ""))
+            rows.append(row)
+    results["sync"] = rows
+
+
+def sessions_and_query(workdir, seconds, results):
+    svc = Service(workdir, "sessions")
+    try:
+        time.sleep(0.2)
+        before = svc.status("VmRSS")
+        ids = []
+        for _ in range(SESSIONS):
+            ids.append(svc.post("/async/bench/echo-bin")["data"])
+        deadline = time.monotonic() + 120
+        while svc.has_children():
+            if time.monotonic() > deadline:
+                raise Broken("sessions still running two minutes after the last submission")
+            time.sleep(0.05)
+        time.sleep(0.2)
+        rss = svc.status("VmRSS")
+        # Only now ask for everything: the big answer must not be part of the RSS measured above.
+        everything = svc.post("/async/query")["data"]
+        done = sum(1 for s in everything if s["done"] and s["error"] == "")
+        if done != SESSIONS:
+            raise Broken(f"{done} of {SESSIONS} sessions finished successfully")
+        results["sessions"] = {"count": SESSIONS, "rss_before_kib": before, "rss_kib": rss}
+        log(f"  RSS {before} KiB idle, {rss} KiB with {SESSIONS} sessions")
+        body = json.dumps({"session_id": ids[len(ids) // 2]})
+        results["query"] = median_of([measure("ours", {
+            "url": f"{svc.base}/async/query", "pid": svc.proc.pid, "body": body, "expect": '"done":true'}, 16, seconds)])
+    finally:
+        svc.stop()
+
+
+def big_output(workdir, results):
+    svc = Service(workdir, "bigoutput")
+    try:
+        time.sleep(0.2)
+        before = svc.status("VmRSS")
+        started = time.monotonic()
+        answer = svc.post("/sync/bench/big-output")
+        took = time.monotonic() - started
+        if not answer["data"].startswith("0123456789"):
+            raise Broken(f"big-output answered {answer}")
+        hwm = svc.status("VmHWM")
+        # The log rotates past 64 MB, so count every file of it.
+        logged = sum(p.stat().st_size for p in (svc.dir / "logs").glob("big_output.log*"))
+        results["big_output"] = {"rss_before_kib": before, "hwm_kib": hwm, "seconds": took,
+                                 "log_bytes": logged}
+        log(f"  50 MB output: RSS {before} KiB before, peak {hwm} KiB, {took:.2f} s")
+    finally:
+        svc.stop()
+
+
+def async_poll(ours, seconds, results):
+    r = loadgen(["async", f"{ours.base}/async/bench/echo-bin", f"{ours.base}/async/query",
+                 "--concurrency", "16", "--duration", str(seconds), "--poll-ms", "1"], seconds + 60)
+    if r["errors"] or not r["requests"]:
+        raise Broken(f"async submit+poll: {r}")
+    results["async"] = r
+
+
+def reload_latency(results):
+    script = BENCH / "reload_latency.py"
+    if not script.exists():
+        results["reload"] = None
+        return
+    out = subprocess.run([sys.executable, str(script), str(SERVICE)], capture_output=True, text=True,
+                         timeout=300)
+    if out.returncode != 0:
+        raise Broken(f"reload_latency.py failed: {out.stderr.strip()[-500:]}")
+    results["reload"] = json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def fmt_ms(x):
+    return f"{x:.2f}"
+
+
+def report(results):
+    """The table and the targets, as markdown; returns the number of missed targets."""
+    m = results["machine"]
+    print(f"\n## celery-service benchmark ({results['mode']})\n")
+    print(f"Machine: {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}. "
+          f"Each number is the median of {results['reps']} run(s) of {results['seconds']} s.\n")
+    print("| task | conc. | ours req/s | floor req/s | webhook req/s | ours/floor | ours/webhook "
+          "| p50 ours / floor / webhook (ms) | p99 ours / floor / webhook (ms) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|")
+    targets = []
+    for row in results["sync"]:
+        o, f, w = row["ours"], row["floor"], row["webhook"]
+        wr = f"{w['rps']:.0f}" if w else "n/a"
+        vs_floor = o["rps"] / f["rps"]
+        vs_peer = o["rps"] / w["rps"] if w and w["rps"] else None
+        p50 = " / ".join(fmt_ms(x["p50_ms"]) if x else "n/a" for x in (o, f, w))
+        p99 = " / ".join(fmt_ms(x["p99_ms"]) if x else "n/a" for x in (o, f, w))
+        print(f"| {row['task']} | {row['concurrency']} | {o['rps']:.0f} | {f['rps']:.0f} | {wr} "
+              f"| {vs_floor:.2f} | {'n/a' if vs_peer is None else f'{vs_peer:.2f}'} | {p50} | {p99} |")
+        name = f"{row['task']} c={row['concurrency']}"
+        if row["concurrency"] == 1:
+            added = o["p50_ms"] - f["p50_ms"]
+            targets.append((f"{name}: p50 added over the floor < 0.5 ms", added < 0.5, f"{added:.3f} ms"))
+        else:
+            targets.append((f"{name}: throughput >= 90% of the floor", vs_floor >= 0.9, f"{vs_floor:.2f}"))
+            targets.append((f"{name}: throughput >= 1.2x webhook", vs_peer is not None and vs_peer >= 1.2,
+                            "n/a" if vs_peer is None else f"{vs_peer:.2f}"))
+    print("\nCPU time per call in µs, user + system: the server itself + the commands it ran "
+          "(+ the load generator). For the floor: the spawning loop + its children.\n")
+    print("| task | conc. | ours | floor | webhook | ours − floor (server overhead) |")
+    print("|---|---:|---|---|---|---:|")
+    for row in results["sync"]:
+        o, f, w = row["ours"], row["floor"], row["webhook"]
+        cell = lambda x: "n/a" if not x else (f"{x['self_us']:.0f} + {x['children_us']:.0f}"
+                                              + (f" (+{x['client_us']:.0f})" if x["client_us"] else ""))
+        print(f"| {row['task']} | {row['concurrency']} | {cell(o)} | {cell(f)} | {cell(w)} "
+              f"| {o['self_us'] - f['self_us']:.0f} |")
+    a, q = results["async"], results["query"]
+    s, b = results["sessions"], results["big_output"]
+    growth = (b["hwm_kib"] - b["rss_before_kib"]) / 1024
+    print("\n| other workload | result |")
+    print("|---|---|")
+    print(f"| async submit + poll every 1 ms until done, conc. 16 | {a['rps']:.0f} sessions/s, "
+          f"p50 {fmt_ms(a['p50_ms'])} ms, p99 {fmt_ms(a['p99_ms'])} ms |")
+    print(f"| `/async/query` of one session among {s['count']} retained, conc. 16 | {q['rps']:.0f} req/s, "
+          f"p50 {fmt_ms(q['p50_ms'])} ms, p99 {fmt_ms(q['p99_ms'])} ms |")
+    print(f"| RSS idle / with {s['count']} retained sessions | {s['rss_before_kib'] / 1024:.1f} MB / "
+          f"{s['rss_kib'] / 1024:.1f} MB |")
+    print(f"| task printing 50 MB (~500 000 lines): RSS before / peak (VmHWM) | "
+          f"{b['rss_before_kib'] / 1024:.1f} MB / {b['hwm_kib'] / 1024:.1f} MB "
+          f"(+{growth:.1f} MB; {b['seconds']:.2f} s, {b['log_bytes'] / 1e6:.0f} MB logged) |")
+    r = results["reload"]
+    reload_text = ("n/a (reload not merged)" if r is None else
+                   " / ".join(f"{k} {r[k]:.1f} ms" for k in ("p50", "p90", "p99", "max") if k in r))
+    print(f"| hot reload: rename to served (p50 / p90 / p99 / max) | {reload_text} |")
+    targets.append((f"{s['count']} retained sessions under 30 MB RSS", s["rss_kib"] < 30 * 1024,
+                    f"{s['rss_kib'] / 1024:.1f} MB"))
+    targets.append(("50 MB of output under 20 MB RSS growth", growth < 20, f"{growth:.1f} MB"))
+    print("\n| target | result | measured |")
+    print("|---|---|---|")
+    for name, ok, value in targets:
+        print(f"| {name} | {'PASS' if ok else 'MISS'} | {value} |")
+    return sum(1 for _, ok, _ in targets if not ok)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--short", action="store_true", help="1 s per measurement, once (CI)")
+    ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    ap.add_argument("--json", metavar="FILE", help="also write every number to FILE")
+    opts = ap.parse_args()
+    seconds, reps = (1.0, 1) if opts.short else (3.0, 3)
+    results = {"machine": machine(), "mode": "short" if opts.short else "full", "seconds": seconds,
+               "reps": reps}
+    workdir = tempfile.mkdtemp(prefix="cs-bench-")
+    ours = peer = None
+    try:
+        if not opts.no_build:
+            build()
+        ours = Service(workdir, "main")
+        if shutil.which("webhook"):
+            peer = Webhook(workdir)
+        else:
+            log("webhook is not installed (apt-get install webhook): the peer column will be n/a")
+        log("sync calls: ours, floor, webhook…")
+        sync_matrix(ours, peer, seconds, reps, results)
+        log("async submit + poll…")
+        async_poll(ours, seconds, results)
+        ours.stop()
+        ours = None
+        log(f"{SESSIONS} retained sessions…")
+        sessions_and_query(workdir, seconds, results)
+        log("50 MB of output…")
+        big_output(workdir, results)
+        log("hot reload latency…")
+        reload_latency(results)
+    except (Broken, subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
+        log(f"bench: BROKEN: {e}")
+        return 1
+    finally:
+        for p in (ours, peer):
+            if p:
+                p.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    missed = report(results)
+    if opts.json:
+        Path(opts.json).write_text(json.dumps(results, indent=2))
+    print(f"\n{missed} target(s) missed" if missed else "\nevery target met")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
