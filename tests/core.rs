@@ -27,6 +27,12 @@ const TASKS: &str = r#"
   executable: args.py x1 'x 2'
   args: ["a1", "$HOME"]
   collected: true
+- name: python_args
+  cluster_type: sqlsvr
+  language: python
+  executable: args.py x1
+  args: ["a1"]
+  collected: true
 - name: pl_args
   cluster_type: redis
   language: perl
@@ -140,6 +146,7 @@ async fn argument_order_holds_for_every_language() {
         // sh: YAML parts as written (quotes and $VAR are the shell's), posted parts quoted.
         ("tendb-cluster/sh-args", "x1|x 2|a1|sh_args|p1|p 2"),
         ("sqlsvr/py-args", "x1|x 2|a1|$HOME|p1|p 2"),
+        ("sqlsvr/python-args", "x1|a1|p1|p 2"),
         ("redis/pl-args", "x1|a1|p1|p 2"),
         ("redis/bash-args", "bash:x1|a1|p1|p 2"),
         ("tendb-ha/bin-args", "x1|a1|p1|p 2"),
