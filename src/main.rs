@@ -15,12 +15,6 @@ use celery_service::cli::{Cli, Command, ConfigArgs, OpenapiArgs, RunArgs};
 use celery_service::reload::{self, Trigger};
 use celery_service::{absolute_dir, load_table, logs, serve, App, StartError};
 
-/// mimalloc instead of glibc's malloc: a sync call allocates and frees many small buffers on
-/// several threads, and in interleaved benchmark runs (bench/, BENCHMARKS.md) mimalloc cut the
-/// service's CPU per call by 10-16 µs (about 190 to 180) and raised throughput by 2-3 %.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
