@@ -414,7 +414,8 @@ def report(results):
           f"(+{growth:.1f} MB; {b['seconds']:.2f} s, {b['log_bytes'] / 1e6:.0f} MB logged) |")
     r = results["reload"]
     reload_text = ("n/a (reload not merged)" if r is None else
-                   " / ".join(f"{k} {r[k]:.1f} ms" for k in ("p50", "p90", "p99", "max") if k in r))
+                   " / ".join(f"{r[k + '_ms']:.1f}" for k in ("p50", "p90", "p99", "max") if k + "_ms" in r)
+                   + " ms")
     print(f"| hot reload: rename to served (p50 / p90 / p99 / max) | {reload_text} |")
     targets.append((f"{s['count']} retained sessions under 30 MB RSS", s["rss_kib"] < 30 * 1024,
                     f"{s['rss_kib'] / 1024:.1f} MB"))
