@@ -180,16 +180,20 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    /// Task logs in a fresh temporary folder, rotating after `max_bytes`, keeping 2 files.
+    fn temp_logs(max_bytes: usize) -> (tempfile::TempDir, TaskLogs) {
+        let dir = tempfile::tempdir().unwrap();
+        let rotation = Rotation {
+            max_bytes,
+            max_files: 2,
+        };
+        let logs = TaskLogs::new(dir.path().to_path_buf(), rotation);
+        (dir, logs)
+    }
+
     #[test]
     fn lines_carry_time_session_and_stream_and_rotate() {
-        let dir = tempfile::tempdir().unwrap();
-        let logs = TaskLogs::new(
-            dir.path().to_path_buf(),
-            Rotation {
-                max_bytes: 200,
-                max_files: 2,
-            },
-        );
+        let (dir, logs) = temp_logs(200);
         let log = logs.get("demo");
         let id = Uuid::new_v4();
         log.line(id, Stream::Stdout, b"hello \xff world");
@@ -207,5 +211,28 @@ mod tests {
             .collect();
         assert!(names.contains(&"demo.log.1".to_string()), "{names:?}");
         assert!(!names.contains(&"demo.log.3".to_string()), "{names:?}");
+    }
+
+    #[test]
+    fn a_batch_is_one_record_per_line_and_can_be_reused() {
+        let (dir, logs) = temp_logs(1 << 20);
+        let log = logs.get("batch");
+        let id = Uuid::new_v4();
+        let mut lines = log.lines(id, Stream::Stderr);
+        lines.write();
+        let path = dir.path().join("batch.log");
+        assert_eq!(std::fs::read_to_string(&path).unwrap_or_default(), "");
+        lines.push(b"one");
+        lines.push(b"");
+        lines.push(b"\xfe");
+        lines.write();
+        lines.push(b"four");
+        lines.write();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let tails: Vec<&str> = text
+            .lines()
+            .map(|l| l.split_once(&format!("{id} stderr ")).unwrap().1)
+            .collect();
+        assert_eq!(tails, vec!["one", "", "\u{fffd}", "four"], "{text}");
     }
 }
