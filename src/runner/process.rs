@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::logs::{Stream, TaskLog};
+use crate::logs::{Lines, Stream, TaskLog};
 
 /// A line longer than this is logged in pieces and only its tail piece is kept as "last line", so
 /// a task printing one endless line cannot grow the service's memory.
@@ -208,11 +208,12 @@ async fn pump<R: AsyncRead + Unpin>(
     let Some(mut reader) = reader else { return };
     let mut buf: Vec<u8> = Vec::with_capacity(READ_START);
     let mut line: Vec<u8> = Vec::new();
-    let mut emit = |line: &mut Vec<u8>| {
+    let mut lines = env.log.lines(env.session, stream);
+    let emit = |lines: &mut Lines<'_>, line: &mut Vec<u8>, last: &mut Vec<u8>| {
         if line.last() == Some(&b'\r') {
             line.pop();
         }
-        env.log.line(env.session, stream, line);
+        lines.push(line);
         if !line.is_empty() {
             std::mem::swap(last, line);
         }
@@ -228,18 +229,21 @@ async fn pump<R: AsyncRead + Unpin>(
         if n == buf.capacity() && n < READ_MAX {
             buf.reserve(READ_MAX);
         }
+        // The complete lines of one read go to the log in one write, as soon as they are read.
         let mut chunk = &buf[..n];
         while let Some(pos) = memchr::memchr(b'\n', chunk) {
             line.extend_from_slice(&chunk[..pos]);
-            emit(&mut line);
+            emit(&mut lines, &mut line, last);
             chunk = &chunk[pos + 1..];
         }
         line.extend_from_slice(chunk);
         if line.len() >= MAX_LINE {
-            emit(&mut line);
+            emit(&mut lines, &mut line, last);
         }
+        lines.write();
     }
     if !line.is_empty() {
-        emit(&mut line);
+        emit(&mut lines, &mut line, last);
+        lines.write();
     }
 }
