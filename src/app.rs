@@ -55,6 +55,9 @@ impl Input {
     }
 }
 
+/// Told the latest output line of a running task.
+pub type Progress = Arc<runner::LineSink>;
+
 /// The result of one run, in the terms of the `{code, data, msg}` answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunResult {
@@ -132,12 +135,16 @@ fn json_kind(v: &Value) -> &'static str {
 
 impl App {
     /// Runs `task` once to the end (or until `cancel`) and logs its lifecycle.
+    ///
+    /// `progress`, when given, is told the latest stdout line (of a built-in task: its latest
+    /// log line) while the run goes on.
     pub async fn execute(
         &self,
         task: &Task,
         input: Input,
         session: Uuid,
         cancel: CancellationToken,
+        progress: Option<Progress>,
     ) -> RunResult {
         let log = self.logs.get(&task.name);
         let started = Instant::now();
@@ -169,6 +176,7 @@ impl App {
                         session,
                         cancel,
                         grace: self.settings.kill_grace,
+                        on_stdout: progress.as_deref(),
                     },
                 )
                 .await;
@@ -186,7 +194,7 @@ impl App {
             }
             Input::Builtin(prepared, params) => {
                 log.event(session, &format!("start /{} with {params}", task.path));
-                let ctx = TaskContext::new(session, cancel.clone(), log.clone());
+                let ctx = TaskContext::new(session, cancel.clone(), log.clone(), progress);
                 let run = prepared(ctx);
                 tokio::pin!(run);
                 // A built-in task is asked to stop through its token; one that ignores it is
@@ -245,7 +253,7 @@ impl App {
         let app = self.clone();
         let mut handle = self
             .tracker
-            .spawn(async move { app.execute(&task, input, session, cancel).await });
+            .spawn(async move { app.execute(&task, input, session, cancel, None).await });
         let joined = tokio::select! {
             r = &mut handle => r,
             () = client_gone => {
@@ -274,7 +282,14 @@ impl App {
         let (id, cancel) = self.sessions.create(task.path.clone(), input.as_json());
         let app = self.clone();
         self.tracker.spawn(async move {
-            let r = app.execute(&task, input, id, cancel).await;
+            let progress: Progress = {
+                let app = app.clone();
+                Arc::new(move |line: &[u8]| {
+                    app.sessions
+                        .progress(id, String::from_utf8_lossy(line).into_owned());
+                })
+            };
+            let r = app.execute(&task, input, id, cancel, Some(progress)).await;
             app.sessions.finish(
                 id,
                 Finish {

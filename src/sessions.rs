@@ -110,6 +110,15 @@ impl SessionStore {
         (id, cancel)
     }
 
+    /// Records the latest output line of a running session as its `message`.
+    pub fn progress(&self, id: Uuid, message: String) {
+        if let Some(e) = lock(&self.map).get_mut(&id) {
+            if !e.info.done {
+                e.info.message = message;
+            }
+        }
+    }
+
     /// Marks a session done.
     pub fn finish(&self, id: Uuid, finish: Finish) {
         if let Some(e) = lock(&self.map).get_mut(&id) {

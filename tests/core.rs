@@ -326,7 +326,13 @@ async fn kill_ends_the_whole_process_group() {
     })
     .await;
     assert!(!process_gone(grandchild));
-    assert_eq!(s.session(&id).await["done"], false);
+    // A running session shows its latest stdout line as its message.
+    let running = poll(Duration::from_secs(10), || async {
+        let v = s.session(&id).await;
+        (v["message"] == format!("started {grandchild}")).then_some(v)
+    })
+    .await;
+    assert_eq!(running["done"], false);
 
     let (status, v) = s
         .post("/async/kill", Some(&format!(r#"{{"session_id":"{id}"}}"#)))
@@ -506,6 +512,10 @@ async fn builtin_counter_runs_logs_and_stops_when_killed() {
             .then_some(())
     })
     .await;
+    let running = s.session(&id).await;
+    assert_eq!(running["done"], false);
+    let message = running["message"].as_str().unwrap();
+    assert!(message.starts_with("counter "), "{running}");
     let (status, v) = s
         .post("/async/kill", Some(&format!(r#"{{"session_id":"{id}"}}"#)))
         .await;

@@ -31,6 +31,9 @@ const READ_MAX: usize = 64 * 1024;
 /// left the group) before we stop reading them, like Go's `Cmd.WaitDelay`.
 const PIPE_DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
+/// Something told a line of output.
+pub type LineSink = dyn Fn(&[u8]) + Send + Sync;
+
 /// Everything a run needs besides the argv.
 pub struct RunEnv<'a> {
     /// Extra environment variables on top of the service's own.
@@ -43,6 +46,9 @@ pub struct RunEnv<'a> {
     pub cancel: CancellationToken,
     /// Time between SIGTERM and SIGKILL.
     pub grace: Duration,
+    /// Told the latest non-empty stdout line, at most once per read, while the run goes on
+    /// (an async session shows it as its `message`).
+    pub on_stdout: Option<&'a LineSink>,
 }
 
 /// How a run ended.
@@ -209,6 +215,8 @@ async fn pump<R: AsyncRead + Unpin>(
     let mut buf: Vec<u8> = Vec::with_capacity(READ_START);
     let mut line: Vec<u8> = Vec::new();
     let mut lines = env.log.lines(env.session, stream);
+    // The last line already passed to `on_stdout`, so an unchanged one is not passed again.
+    let mut told: Vec<u8> = Vec::new();
     let emit = |lines: &mut Lines<'_>, line: &mut Vec<u8>, last: &mut Vec<u8>| {
         if line.last() == Some(&b'\r') {
             line.pop();
@@ -241,6 +249,12 @@ async fn pump<R: AsyncRead + Unpin>(
             emit(&mut lines, &mut line, last);
         }
         lines.write();
+        if stream == Stream::Stdout && last.as_slice() != told.as_slice() {
+            if let Some(tell) = env.on_stdout {
+                tell(last);
+                told.clone_from(last);
+            }
+        }
     }
     if !line.is_empty() {
         emit(&mut lines, &mut line, last);

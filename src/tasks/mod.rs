@@ -34,21 +34,32 @@ pub struct TaskContext {
     /// Cancelled when the run is killed; a task must return promptly once it is.
     pub cancel: CancellationToken,
     log: Arc<TaskLog>,
+    progress: Option<crate::app::Progress>,
 }
 
 impl TaskContext {
     /// Builds a context; used by the executor.
-    pub fn new(session: Uuid, cancel: CancellationToken, log: Arc<TaskLog>) -> Self {
+    pub fn new(
+        session: Uuid,
+        cancel: CancellationToken,
+        log: Arc<TaskLog>,
+        progress: Option<crate::app::Progress>,
+    ) -> Self {
         Self {
             session,
             cancel,
             log,
+            progress,
         }
     }
 
-    /// Writes a line to the task's log, as an external task's stdout would.
+    /// Writes a line to the task's log, as an external task's stdout would; an async session
+    /// shows it as its `message` until the task ends.
     pub fn log(&self, line: &str) {
         self.log.line(self.session, Stream::Stdout, line.as_bytes());
+        if let Some(progress) = &self.progress {
+            progress(line.as_bytes());
+        }
     }
 }
 
