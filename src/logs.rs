@@ -74,6 +74,9 @@ impl TaskLogs {
     /// The log of task `name` (validated to be a safe file name).
     pub fn get(&self, name: &str) -> Arc<TaskLog> {
         let mut open = lock(&self.open);
+        if let Some(log) = open.get(name) {
+            return log.clone();
+        }
         open.entry(name.to_string())
             .or_insert_with(|| {
                 let path = self.dir.join(format!("{name}.log"));

@@ -42,7 +42,9 @@ impl Connections {
 
 /// Resolves once the peer of `socket` has closed the connection.
 pub async fn hung_up(socket: Arc<OwnedFd>) {
-    let mut tick = tokio::time::interval(CHECK_EVERY);
+    // The first check waits a period too: most sync calls are over before it, and then cost no
+    // poll(2) at all.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + CHECK_EVERY, CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
