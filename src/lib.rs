@@ -12,6 +12,7 @@
 //! - [`reload`]: the one reload path (file change, SIGHUP, `POST /-/reload`) and its status.
 //! - [`app`]: the shared state and the operations the HTTP layer calls.
 //! - [`api`]: HTTP endpoints and the `{code, data, msg}` envelope.
+//! - [`server`]: the accept loop, the worker threads that serve connections, and shutdown.
 //!
 //! [`App::load`] validates a config and [`serve`] runs the service on a listener until a
 //! shutdown future resolves, so tests start the real server on `127.0.0.1:0`.
@@ -23,11 +24,11 @@ pub mod config;
 pub mod logs;
 pub mod reload;
 pub mod runner;
+pub mod server;
 pub mod sessions;
 pub mod table;
 pub mod tasks;
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,7 @@ use tokio_util::task::TaskTracker;
 
 pub use app::App;
 pub use config::ConfigErrors;
+pub use server::serve;
 
 use crate::logs::{Rotation, TaskLogs};
 use crate::reload::Reloader;
@@ -157,43 +159,4 @@ impl App {
             reloader: Reloader::default(),
         }))
     }
-}
-
-/// Serves `app` on `listener` until `shutdown` resolves, then kills every run still going and
-/// waits for them to be reaped.
-pub async fn serve(
-    app: Arc<App>,
-    listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> std::io::Result<()> {
-    let sweeper = {
-        let app = app.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(app.sessions.sweep_interval());
-            loop {
-                tick.tick().await;
-                let removed = app.sessions.sweep();
-                if removed > 0 {
-                    tracing::debug!(removed, "cleaned finished sessions past their retention");
-                }
-            }
-        })
-    };
-    let connections = Arc::new(api::hangup::Connections::default());
-    let acceptor = api::hangup::WatchedAcceptor::new(listener, connections.clone())?;
-    let endpoint = api::build(app.clone(), connections);
-    let result = poem::Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(endpoint, shutdown, Some(Duration::from_secs(5)))
-        .await;
-    sweeper.abort();
-    app.sessions.cancel_all();
-    app.tracker.close();
-    let limit = app.settings.kill_grace + Duration::from_secs(5);
-    if tokio::time::timeout(limit, app.tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some runs were still ending when the service stopped");
-    }
-    result
 }

@@ -13,6 +13,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 use celery_service::api::openapi;
 use celery_service::cli::{Cli, Command, ConfigArgs, OpenapiArgs, RunArgs};
 use celery_service::reload::{self, Trigger};
+use celery_service::server;
 use celery_service::{absolute_dir, load_table, logs, serve, App, StartError};
 
 fn main() -> ExitCode {
@@ -72,8 +73,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     // Validate before anything listens or logs: a bad config must not start a half service.
     let app = App::load(settings.clone())?;
     init_tracing(&args, &settings)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads())
+    // This runtime accepts connections, watches the config and signals; requests are served by
+    // the worker threads `serve` starts (see the server module for why).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -100,7 +102,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             "listening on {local}"
         );
         drop(table);
-        serve(app, listener, shutdown_signal()).await?;
+        serve(app, listener, shutdown_signal(), server::default_workers()).await?;
         hangups.abort();
         drop(watch);
         tracing::info!("stopped");
@@ -119,14 +121,6 @@ fn reload_on_hangup(app: Arc<App>) -> anyhow::Result<tokio::task::JoinHandle<()>
             let _ = app.reloader.reload(&app, Trigger::Hangup);
         }
     }))
-}
-
-/// Twice as many runtime workers as cores (at least 4). Starting a child blocks the worker that
-/// spawns it until the child has called exec (posix_spawn is a vfork), so with one worker per core
-/// the benchmark (bench/, BENCHMARKS.md) saw cores idle under load: 4 workers instead of 2 gave
-/// 12-16% more sync calls per second at concurrency 16 and 64 on a 2-core machine.
-fn worker_threads() -> usize {
-    std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).max(4))
 }
 
 async fn shutdown_signal() {

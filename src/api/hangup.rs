@@ -1,8 +1,8 @@
 //! Notices a client that hangs up while its sync call is still running.
 //!
 //! hyper does not read from an HTTP/1 connection while a handler runs, so a client that goes
-//! away is not noticed until the answer is written, and the task would run on for nobody. The
-//! [`WatchedAcceptor`] keeps a duplicate of every connection's socket, keyed by the peer
+//! away is not noticed until the answer is written, and the task would run on for nobody.
+//! [`Connections::watch`] keeps a duplicate of every connection's socket, keyed by the peer
 //! address; a sync handler looks its own up and [`hung_up`] checks it for `POLLRDHUP` (the peer
 //! closed its side) a few times a second.
 
@@ -16,10 +16,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use poem::listener::Acceptor;
-use poem::web::{LocalAddr, RemoteAddr};
+use poem::web::RemoteAddr;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::logs::lock;
 
@@ -59,59 +58,22 @@ pub async fn hung_up(socket: Arc<OwnedFd>) {
     }
 }
 
-/// A TCP acceptor that records every connection in [`Connections`].
-pub struct WatchedAcceptor {
-    listener: TcpListener,
-    local: LocalAddr,
-    connections: Arc<Connections>,
-}
-
-impl WatchedAcceptor {
-    /// Accepts on `listener`, recording connections in `connections`.
-    pub fn new(listener: TcpListener, connections: Arc<Connections>) -> io::Result<Self> {
-        let local = LocalAddr(listener.local_addr()?.into());
-        Ok(Self {
-            listener,
-            local,
-            connections,
-        })
-    }
-}
-
-impl Acceptor for WatchedAcceptor {
-    type Io = WatchedStream;
-
-    fn local_addr(&self) -> Vec<LocalAddr> {
-        vec![self.local.clone()]
-    }
-
-    async fn accept(
-        &mut self,
-    ) -> io::Result<(
-        WatchedStream,
-        LocalAddr,
-        RemoteAddr,
-        poem::http::uri::Scheme,
-    )> {
-        let (stream, peer) = self.listener.accept().await?;
+impl Connections {
+    /// Prepares an accepted connection for serving and records it, so a sync call on it can
+    /// notice its client hanging up; it leaves the record when the returned stream is dropped.
+    pub fn watch(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) -> WatchedStream {
         let _ = stream.set_nodelay(true);
         match stream.as_fd().try_clone_to_owned() {
             Ok(dup) => {
-                lock(&self.connections.by_peer).insert(peer, Arc::new(dup));
+                lock(&self.by_peer).insert(peer, Arc::new(dup));
             }
             Err(e) => tracing::warn!(error = %e, "cannot watch a connection for hang-ups"),
         }
-        let io = WatchedStream {
+        WatchedStream {
             inner: stream,
             peer,
-            connections: self.connections.clone(),
-        };
-        Ok((
-            io,
-            self.local.clone(),
-            RemoteAddr(peer.into()),
-            poem::http::uri::Scheme::HTTP,
-        ))
+            connections: self.clone(),
+        }
     }
 }
 
