@@ -95,6 +95,10 @@ pub fn parse_input(task: &Task, body: &[u8]) -> Result<Input, String> {
                 .into_iter()
                 .enumerate()
                 .map(|(i, v)| match v {
+                    // No program argument can hold a NUL: say so now rather than fail the run.
+                    Value::String(s) if s.contains('\0') => Err(format!(
+                        "element {i} contains a NUL character, which no program argument can hold"
+                    )),
                     Value::String(s) => Ok(s),
                     other => Err(format!(
                         "the body must be a JSON array of strings; element {i} is {}",
