@@ -102,6 +102,26 @@ const TASKS: &str = r#"
   language: sh
   executable: big_output.sh
   collected: true
+- name: closes_pipes_first
+  cluster_type: Runner
+  language: sh
+  executable: "echo before; exec >/dev/null 2>&1; sleep 0.3; exit 3"
+  collected: false
+- name: grandchild_writes_last
+  cluster_type: Runner
+  language: sh
+  executable: "(sleep 0.3; echo late) & echo early"
+  collected: false
+- name: pipes_outlive_group
+  cluster_type: Runner
+  language: sh
+  executable: "setsid sleep 4 & echo started"
+  collected: false
+- name: broken_pipe
+  cluster_type: Runner
+  language: sh
+  executable: "yes | head -n 1"
+  collected: false
 "#;
 
 fn start() -> Server {
@@ -231,6 +251,8 @@ async fn last_line_rules() {
 async fn children_inherit_the_environment_and_get_no_stdin() {
     let s = Server::start_with(TASKS, &[], |c| {
         c.env("CS_TEST_INHERITED", "yes");
+        // The run's own value wins over one the service inherited.
+        c.env("CS_SESSION_ID", "inherited-by-the-service");
     });
     let (status, v) = s.post("/async/mysql/env", None).await;
     assert_eq!(status, 200);
@@ -419,6 +441,11 @@ async fn bad_input_gets_400_and_the_service_keeps_serving() {
         ("/async/tendb-ha/counter", r#"{"counter": -1}"#, "counter"),
         ("/async/query", r#"{"session_id": 5}"#, "session_id"),
         ("/async/kill", r#"nope"#, "not valid JSON"),
+        (
+            "/sync/tendb-cluster/demo1",
+            r#"["ok", "a\u0000b"]"#,
+            "element 1 contains a NUL",
+        ),
     ];
     for (path, body, needle) in cases {
         let (status, v) = s.post(path, Some(body)).await;
@@ -595,4 +622,35 @@ async fn shutdown_kills_running_tasks() {
     let status = s.stop();
     assert!(status.success(), "{status}");
     assert!(process_gone(grandchild), "a task outlived the service");
+}
+
+#[tokio::test]
+async fn a_run_ends_when_its_process_has_exited_and_its_pipes_are_closed() {
+    let s = start();
+    // Pipes closed long before the exit: the exit status is still found.
+    let v = sync(&s, "runner/closes-pipes-first", None).await;
+    assert_eq!(
+        v,
+        json!({"code": 1, "data": "before", "msg": "exited with code 3"})
+    );
+    // The leader exits at once, a grandchild in its group writes later: the run waits for it.
+    let v = sync(&s, "runner/grandchild-writes-last", None).await;
+    assert_eq!(v, json!({"code": 0, "data": "late", "msg": ""}));
+    // A process outside the group keeps the pipes open: reading stops after the drain limit.
+    let v = sync(&s, "runner/pipes-outlive-group", None).await;
+    assert_eq!(v, json!({"code": 0, "data": "started", "msg": ""}));
+    let log = s.log("pipes_outlive_group");
+    assert!(
+        log.contains("output pipes still open after the process group exited"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn children_get_sigpipe_at_its_default() {
+    // The service ignores SIGPIPE (every Rust program does); a child that inherited that would
+    // see `yes` complain about a broken pipe instead of ending quietly.
+    let s = start();
+    let v = sync(&s, "runner/broken-pipe", None).await;
+    assert_eq!(v, json!({"code": 0, "data": "y", "msg": ""}));
 }

@@ -1,17 +1,23 @@
 //! One child process from spawn to reaping: its own process group, both output streams read
 //! concurrently into the task log, and SIGTERM, a grace period, then SIGKILL on cancellation.
 
-use std::ffi::OsString;
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::File;
-use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-use process_wrap::tokio::{CommandWrap, ProcessGroup};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::spawn::{posix_spawnp, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
+use nix::sys::signal::{killpg, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{pipe2, Pid};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncReadExt, Interest};
+use tokio::net::unix::pipe;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -98,19 +104,26 @@ impl Outcome {
     }
 }
 
+/// How long a run may go before its exit is watched through a pidfd. Most runs are over before
+/// this: their pipes close, and one `waitpid` finds the exit status, which costs less than
+/// opening a pidfd and registering it with the runtime for every run (BENCHMARKS.md).
+const EXIT_WATCH_AFTER: Duration = Duration::from_millis(50);
+
+/// How often a run's exit is checked where the kernel has no pidfds (before Linux 5.3).
+const EXIT_POLL: Duration = Duration::from_millis(20);
+
 /// Runs `program args…` to the end (or until cancelled) and reports how it went.
-pub async fn run(program: &OsString, args: &[OsString], env: RunEnv<'_>) -> Outcome {
+///
+/// The run is over when the process has exited and both pipes are closed (or have stayed open
+/// [`PIPE_DRAIN_LIMIT`] past the exit).
+pub async fn run(program: &OsStr, args: &[OsString], env: RunEnv<'_>) -> Outcome {
     let mut outcome = Outcome::default();
-    let mut command = CommandWrap::with_new(program, |c| {
-        c.args(args)
-            .envs(env.vars.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(null_stdin())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-    });
-    command.wrap(ProcessGroup::leader());
-    let mut child = match command.spawn() {
-        Ok(child) => child,
+    let Spawned {
+        mut child,
+        stdout,
+        stderr,
+    } = match spawn(program, args, &env.vars) {
+        Ok(spawned) => spawned,
         Err(e) => {
             let text = format!("cannot start `{}`: {e}", program.to_string_lossy());
             env.log.event(env.session, &text);
@@ -118,55 +131,53 @@ pub async fn run(program: &OsString, args: &[OsString], env: RunEnv<'_>) -> Outc
             return outcome;
         }
     };
-    // The leader's pid is the group id; record it now, before anything can reap the leader.
-    let pgid = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .map(Pid::from_raw);
-    let stdout = child.stdout().take();
-    let stderr = child.stderr().take();
 
     let mut out_last = Vec::new();
     let mut err_last = Vec::new();
-    let mut status = None;
+    let mut status: Option<Exit> = None;
     {
         let reading = async {
             tokio::join!(
-                pump(stdout, Stream::Stdout, &env, &mut out_last),
-                pump(stderr, Stream::Stderr, &env, &mut err_last)
+                pump(Some(stdout), Stream::Stdout, &env, &mut out_last),
+                pump(Some(stderr), Stream::Stderr, &env, &mut err_last)
             )
         };
-        let waiting = async {
-            let mut kill_at: Option<Instant> = None;
-            let mut terminated = false;
-            loop {
-                tokio::select! {
-                    st = child.wait() => return (st, terminated),
-                    _ = env.cancel.cancelled(), if !terminated => {
-                        terminated = true;
-                        signal_group(pgid, Signal::SIGTERM);
-                        kill_at = Some(Instant::now() + env.grace);
-                    }
-                    _ = sleep_until_opt(kill_at) => {
-                        signal_group(pgid, Signal::SIGKILL);
-                        kill_at = None;
-                    }
-                }
-            }
-        };
-        tokio::pin!(reading, waiting);
+        let watch_after = tokio::time::sleep(EXIT_WATCH_AFTER);
+        tokio::pin!(reading, watch_after);
         let mut read_done = false;
+        let mut watch: Option<ExitWatch> = None;
+        let mut kill_at: Option<Instant> = None;
         let mut drain_until: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = &mut reading, if !read_done => {
                     read_done = true;
+                    if status.is_none() {
+                        status = child.try_reap();
+                    }
                     if status.is_some() { break; }
+                    // The pipes closed before the process exited: wait for its exit.
+                    watch.get_or_insert_with(|| ExitWatch::new(child.pid));
                 }
-                st = &mut waiting, if status.is_none() => {
-                    status = Some(st);
-                    if read_done { break; }
-                    drain_until = Some(Instant::now() + PIPE_DRAIN_LIMIT);
+                () = &mut watch_after, if watch.is_none() && status.is_none() => {
+                    watch = Some(ExitWatch::new(child.pid));
+                }
+                () = ExitWatch::changed(&mut watch), if status.is_none() => {
+                    status = child.try_reap();
+                    if status.is_some() {
+                        if read_done { break; }
+                        drain_until = Some(Instant::now() + PIPE_DRAIN_LIMIT);
+                    }
+                }
+                _ = env.cancel.cancelled(), if !outcome.cancelled && status.is_none() => {
+                    outcome.cancelled = true;
+                    signal_group(child.pid, Signal::SIGTERM);
+                    kill_at = Some(Instant::now() + env.grace);
+                    watch.get_or_insert_with(|| ExitWatch::new(child.pid));
+                }
+                _ = sleep_until_opt(kill_at), if status.is_none() => {
+                    signal_group(child.pid, Signal::SIGKILL);
+                    kill_at = None;
                 }
                 _ = sleep_until_opt(drain_until) => {
                     env.log.event(env.session, "output pipes still open after the process group exited; stopped reading");
@@ -178,36 +189,233 @@ pub async fn run(program: &OsString, args: &[OsString], env: RunEnv<'_>) -> Outc
     outcome.stdout_last = String::from_utf8_lossy(&out_last).into_owned();
     outcome.stderr_last = String::from_utf8_lossy(&err_last).into_owned();
     match status {
-        Some((Ok(st), cancelled)) => {
-            outcome.exit_code = st.code();
-            outcome.signal = st.signal();
-            outcome.cancelled = cancelled;
-        }
-        Some((Err(e), cancelled)) => {
+        Some(Exit::Code(code)) => outcome.exit_code = Some(code),
+        Some(Exit::Signal(sig)) => outcome.signal = Some(sig),
+        Some(Exit::Lost(e)) => {
             outcome.spawn_error = Some(format!("cannot wait for the process: {e}"));
-            outcome.cancelled = cancelled;
         }
         None => outcome.spawn_error = Some("the process was not waited for".into()),
     }
     outcome
 }
 
-/// The stdin of every child: `/dev/null`, opened once and duplicated per spawn, which costs less
-/// than walking the path again for every run (the benchmark showed the `open` in the profile).
-fn null_stdin() -> Stdio {
+/// A started child and the parent's ends of its output pipes.
+struct Spawned {
+    child: Child,
+    stdout: pipe::Receiver,
+    stderr: pipe::Receiver,
+}
+
+/// Starts `program args…` in a process group of its own, with stdin from `/dev/null`, stdout and
+/// stderr into fresh pipes, and the service's environment plus `vars`.
+///
+/// This is glibc's `posix_spawn` (a vfork and exec) through nix rather than `std::process`,
+/// because std rebuilds the whole environment for every spawn once a variable is added (a tenth
+/// of the service's CPU per call in the profile), and tokio's child adds a pidfd and its
+/// registration per run. Like std, the child gets an empty signal mask and SIGPIPE back at its
+/// default (Rust ignores it in the service), and a program without a `/` is looked up in `PATH`.
+fn spawn(program: &OsStr, args: &[OsString], vars: &[(&str, String)]) -> io::Result<Spawned> {
+    let nul = |what: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} contains a NUL byte"),
+        )
+    };
+    let program_c = CString::new(program.as_bytes()).map_err(|_| nul("the program name".into()))?;
+    let mut argv = Vec::with_capacity(args.len() + 1);
+    argv.push(program_c.clone());
+    for (i, arg) in args.iter().enumerate() {
+        argv.push(CString::new(arg.as_bytes()).map_err(|_| nul(format!("argument {}", i + 1)))?);
+    }
+    let extra = vars
+        .iter()
+        .map(|(k, v)| CString::new(format!("{k}={v}")).map_err(|_| nul(format!("variable {k}"))))
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut envp: Vec<&CStr> = Vec::with_capacity(base_env().len() + extra.len());
+    envp.extend(
+        base_env()
+            .iter()
+            .filter(|e| !vars.iter().any(|(k, _)| names_var(e, k)))
+            .map(CString::as_c_str),
+    );
+    envp.extend(extra.iter().map(CString::as_c_str));
+
+    let (out_read, out_write) = output_pipe()?;
+    let (err_read, err_write) = output_pipe()?;
+    let null = dev_null()?;
+    let mut actions = PosixSpawnFileActions::init()?;
+    actions.add_dup2(null.as_raw_fd(), 0)?;
+    actions.add_dup2(out_write.as_raw_fd(), 1)?;
+    actions.add_dup2(err_write.as_raw_fd(), 2)?;
+    let mut attr = PosixSpawnAttr::init()?;
+    attr.set_pgroup(Pid::from_raw(0))?;
+    attr.set_sigmask(&SigSet::empty())?;
+    let mut defaults = SigSet::empty();
+    defaults.add(Signal::SIGPIPE);
+    attr.set_sigdefault(&defaults)?;
+    attr.set_flags(
+        PosixSpawnFlags::POSIX_SPAWN_SETPGROUP
+            | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
+            | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF,
+    )?;
+    let pid = posix_spawnp(&program_c, &actions, &attr, &argv, &envp)?;
+    // From here on the child runs: if anything below fails, dropping `child` kills and reaps it.
+    let child = Child { pid, reaped: false };
+    drop((out_write, err_write));
+    Ok(Spawned {
+        stdout: pipe::Receiver::from_owned_fd_unchecked(out_read)?,
+        stderr: pipe::Receiver::from_owned_fd_unchecked(err_read)?,
+        child,
+    })
+}
+
+/// Whether the `NAME=value` entry `entry` sets `name`.
+fn names_var(entry: &CStr, name: &str) -> bool {
+    let entry = entry.to_bytes();
+    entry.len() > name.len() && entry.starts_with(name.as_bytes()) && entry[name.len()] == b'='
+}
+
+/// The service's environment as `NAME=value` strings, read once: the service never changes its
+/// own environment, so every child gets the one it started with.
+fn base_env() -> &'static [CString] {
+    static ENV: OnceLock<Vec<CString>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        std::env::vars_os()
+            .filter_map(|(name, value)| {
+                let mut entry = name.into_vec();
+                entry.push(b'=');
+                entry.extend(value.into_vec());
+                CString::new(entry).ok()
+            })
+            .collect()
+    })
+}
+
+/// A pipe for one output stream: the parent's read end non-blocking for the runtime, the
+/// child's write end blocking (programs do not expect `EAGAIN` on stdout), both close-on-exec
+/// (the child gets its end through dup2, which clears the flag on the copy).
+fn output_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
+    fcntl(&read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    Ok((read, write))
+}
+
+/// The stdin of every child: `/dev/null`, opened once, which costs less than walking the path
+/// again for every run (the benchmark showed the `open` in the profile).
+fn dev_null() -> io::Result<&'static File> {
     static DEV_NULL: OnceLock<Option<File>> = OnceLock::new();
     DEV_NULL
         .get_or_init(|| File::open("/dev/null").ok())
         .as_ref()
-        .and_then(|f| f.try_clone().ok())
-        .map_or_else(Stdio::null, Stdio::from)
+        .ok_or_else(|| io::Error::other("cannot open /dev/null"))
 }
 
-fn signal_group(pgid: Option<Pid>, signal: Signal) {
-    if let Some(pgid) = pgid {
-        // ESRCH only means the group is already gone, which is what we want.
-        let _ = killpg(pgid, signal);
+/// How a reaped child ended.
+enum Exit {
+    Code(i32),
+    Signal(i32),
+    /// `waitpid` failed: the exit status is lost.
+    Lost(Errno),
+}
+
+/// A spawned child, the leader of its own process group (its pid is the group id).
+struct Child {
+    pid: Pid,
+    reaped: bool,
+}
+
+impl Child {
+    /// Reaps the child if it has exited.
+    fn try_reap(&mut self) -> Option<Exit> {
+        let exit = match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => Exit::Code(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Exit::Signal(sig as i32),
+            // Still running (stopped and continued children are not reported without
+            // WUNTRACED and WCONTINUED).
+            Ok(_) => return None,
+            Err(Errno::EINTR) => return None,
+            Err(e) => Exit::Lost(e),
+        };
+        self.reaped = true;
+        Some(exit)
     }
+}
+
+impl Drop for Child {
+    /// A run dropped before its child was reaped (its runtime shut down with the run still
+    /// going) kills the whole group, which nobody is waiting for any more, and reaps the
+    /// leader on a thread of its own so no zombie is left.
+    fn drop(&mut self) {
+        if self.reaped {
+            return;
+        }
+        signal_group(self.pid, Signal::SIGKILL);
+        let pid = self.pid;
+        let reaper = std::thread::Builder::new()
+            .name("cs-reaper".into())
+            .spawn(move || {
+                let _ = waitpid(pid, None);
+            });
+        if let Err(e) = reaper {
+            tracing::warn!(error = %e, pid = pid.as_raw(), "cannot reap a killed child");
+        }
+    }
+}
+
+/// Tells when a child may have exited: readiness of its pidfd, or a timer where the kernel has
+/// no pidfds.
+enum ExitWatch {
+    Pidfd(AsyncFd<OwnedFd>),
+    Poll(tokio::time::Interval),
+}
+
+impl ExitWatch {
+    fn new(pid: Pid) -> Self {
+        let registered = pidfd_open(pid).ok().and_then(|fd| {
+            // SAFETY: the AsyncFd owns `fd`, an open pidfd, for its whole life, so the
+            // descriptor it registered stays open and the same until it is dropped.
+            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()
+        });
+        match registered {
+            Some(fd) => Self::Pidfd(fd),
+            None => Self::Poll(tokio::time::interval(EXIT_POLL)),
+        }
+    }
+
+    /// Resolves when the child may have exited; never, while there is no watch.
+    async fn changed(watch: &mut Option<Self>) {
+        match watch {
+            // Readiness is kept: once the child has exited it stays readable.
+            Some(Self::Pidfd(fd)) => {
+                if let Err(e) = fd.readable().await {
+                    tracing::warn!(error = %e, "cannot watch a child's pidfd; polling instead");
+                    *watch = Some(Self::Poll(tokio::time::interval(EXIT_POLL)));
+                }
+            }
+            Some(Self::Poll(tick)) => {
+                tick.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// A pidfd for `pid` (Linux 5.3 and later; nix has no wrapper for it).
+fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new file descriptor or -1; the
+    // descriptor is owned by nobody else.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
+    // SAFETY: `fd` was just returned by the kernel and is not owned elsewhere.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn signal_group(pgid: Pid, signal: Signal) {
+    // ESRCH only means the group is already gone, which is what we want.
+    let _ = killpg(pgid, signal);
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
