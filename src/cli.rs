@@ -114,6 +114,10 @@ pub struct RunArgs {
     /// How long the task config must stay unchanged after a write before it is reloaded.
     #[arg(long, env = "CS_RELOAD_DEBOUNCE", default_value = "50ms", value_parser = humantime::parse_duration)]
     pub reload_debounce: Duration,
+
+    /// Worker threads serving requests [default: twice the cores, at least 4].
+    #[arg(long, env = "CS_WORKERS")]
+    pub workers: Option<usize>,
 }
 
 impl RunArgs {
@@ -130,6 +134,9 @@ impl RunArgs {
         if self.log_max_files == 0 {
             return Err("--log-max-files must be at least 1".into());
         }
+        if self.workers == Some(0) {
+            return Err("--workers must be at least 1".into());
+        }
         Ok(Settings {
             config_path: self.config.external_task_config.clone(),
             collect_dir: self.config.collect_dir.clone(),
@@ -139,6 +146,7 @@ impl RunArgs {
             log_max_bytes: self.log_max_bytes,
             log_max_files: self.log_max_files,
             reload_debounce: self.reload_debounce,
+            workers: self.workers.unwrap_or_else(crate::server::default_workers),
         })
     }
 }

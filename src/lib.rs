@@ -63,6 +63,8 @@ pub struct Settings {
     pub log_max_files: usize,
     /// How long the config file must be quiet after a change before it is reloaded.
     pub reload_debounce: Duration,
+    /// How many worker threads serve requests.
+    pub workers: usize,
 }
 
 impl Settings {

@@ -13,7 +13,6 @@ use tracing_subscriber::{EnvFilter, Layer};
 use celery_service::api::openapi;
 use celery_service::cli::{Cli, Command, ConfigArgs, OpenapiArgs, RunArgs};
 use celery_service::reload::{self, Trigger};
-use celery_service::server;
 use celery_service::{absolute_dir, load_table, logs, serve, App, StartError};
 
 fn main() -> ExitCode {
@@ -102,7 +101,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             "listening on {local}"
         );
         drop(table);
-        serve(app, listener, shutdown_signal(), server::default_workers()).await?;
+        serve(app, listener, shutdown_signal()).await?;
         hangups.abort();
         drop(watch);
         tracing::info!("stopped");

@@ -42,15 +42,16 @@ pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).max(4))
 }
 
-/// Serves `app` on `listener` with `workers` worker threads until `shutdown` resolves, then
+/// Serves `app` on `listener` with its configured number of worker threads until `shutdown`
+/// resolves, then
 /// finishes the requests in flight, kills every run still going, waits for them to be reaped and
 /// stops the workers.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
-    workers: usize,
 ) -> io::Result<()> {
+    let workers = app.settings.workers;
     let local = LocalAddr(listener.local_addr()?.into());
     let connections = Arc::new(Connections::default());
     let stop_serving = CancellationToken::new();

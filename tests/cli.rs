@@ -121,6 +121,7 @@ fn version_and_help_name_every_variable() {
         "CS_DB_USER",
         "CS_DB_PASSWORD",
         "CS_DB_NAME",
+        "CS_WORKERS",
         "--no-log-console",
         "--collect-dir",
         "--log-dir",
@@ -128,4 +129,17 @@ fn version_and_help_name_every_variable() {
     ] {
         assert!(help.contains(var), "{var} missing from help:\n{help}");
     }
+}
+
+#[test]
+fn run_refuses_zero_workers() {
+    let dir = in_dir("[]");
+    let out = Command::new(common::binary())
+        .current_dir(dir.path())
+        .args(["run", "--address", "127.0.0.1:0", "--workers", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--workers must be at least 1"), "{err}");
 }
