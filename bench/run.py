@@ -5,7 +5,7 @@ One command builds the release binary and the load generator, starts the service
 loopback with a bench config in a temporary folder, runs every workload and prints a table with
 ratios measured in the same run, then the targets as PASS/MISS.
 
-    python3 bench/run.py            # full: 3 s per measurement, median of 3
+    python3 bench/run.py            # full: 2 s per measurement, median of 5
     python3 bench/run.py --short    # CI: 1 s per measurement, once
 
 Exits non-zero when something is broken (the service does not start, a request fails, the floor
@@ -267,23 +267,46 @@ def median_of(runs):
 
 
 def sync_matrix(ours, peer, seconds, reps, results):
+    """Every task at every concurrency: `reps` rounds of ours, the floor and webhook back to back.
+
+    The machine's speed drifts (other guests share its host), so every ratio is taken within a
+    round, from three runs a few seconds apart, and the row shows the median of those ratios; the
+    order alternates between rounds so no one of the three is always measured first."""
     rows = []
     for task in ("echo-bin", "echo-sh"):
         for c in (1, 16, 64):
             runs = {"ours": [], "floor": [], "webhook": []}
-            for _ in range(reps):
-                runs["ours"].append(measure("ours", {
-                    "url": f"{ours.base}/sync/bench/{task}", "pid": ours.proc.pid, "body": "", "expect": '"data":"hello"'}, c, seconds))
-                runs["floor"].append(measure("floor", task, c, seconds))
-                if peer:
-                    runs["webhook"].append(measure("webhook", {
-                        "url": f"{peer.base}/hooks/{task}", "pid": peer.proc.pid, "body": "", "expect": "hello"}, c, seconds,
-                        must_work=False))
-            row = {"task": task, "concurrency": c}
+            vs_floor, vs_peer, added_p50 = [], [], []
+            for i in range(reps):
+                order = ("ours", "floor", "webhook") if i % 2 == 0 else ("webhook", "floor", "ours")
+                got = {}
+                for kind in order:
+                    if kind == "ours":
+                        got[kind] = measure("ours", {
+                            "url": f"{ours.base}/sync/bench/{task}", "pid": ours.proc.pid, "body": "",
+                            "expect": '"data":"hello"'}, c, seconds)
+                    elif kind == "floor":
+                        got[kind] = measure("floor", task, c, seconds)
+                    elif peer:
+                        got[kind] = measure("webhook", {
+                            "url": f"{peer.base}/hooks/{task}", "pid": peer.proc.pid, "body": "",
+                            "expect": "hello"}, c, seconds, must_work=False)
+                for kind, r in got.items():
+                    runs[kind].append(r)
+                vs_floor.append(got["ours"]["rps"] / got["floor"]["rps"])
+                added_p50.append(got["ours"]["p50_ms"] - got["floor"]["p50_ms"])
+                if "webhook" in got and got["webhook"]["rps"]:
+                    vs_peer.append(got["ours"]["rps"] / got["webhook"]["rps"])
+            row = {"task": task, "concurrency": c,
+                   "vs_floor": statistics.median(vs_floor),
+                   "vs_webhook": statistics.median(vs_peer) if vs_peer else None,
+                   "added_p50_ms": statistics.median(added_p50)}
             for k, v in runs.items():
                 row[k] = median_of(v) if v else None
             log(f"  {task} c={c}: ours {row['ours']['rps']:.0f}/s floor {row['floor']['rps']:.0f}/s"
-                + (f" webhook {row['webhook']['rps']:.0f}/s" if row["webhook"] else ""))
+                + (f" webhook {row['webhook']['rps']:.0f}/s" if row["webhook"] else "")
+                + f"; ours/floor {row['vs_floor']:.2f}"
+                + (f", ours/webhook {row['vs_webhook']:.2f}" if row["vs_webhook"] else ""))
             rows.append(row)
     results["sync"] = rows
 
@@ -366,7 +389,8 @@ def report(results):
     m = results["machine"]
     print(f"\n## celery-service benchmark ({results['mode']})\n")
     print(f"Machine: {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}. "
-          f"Each number is the median of {results['reps']} run(s) of {results['seconds']} s.\n")
+          f"Each number is the median of {results['reps']} run(s) of {results['seconds']} s; "
+          "each ratio is the median of the ratios of runs made back to back.\n")
     print("| task | conc. | ours req/s | floor req/s | webhook req/s | ours/floor | ours/webhook "
           "| p50 ours / floor / webhook (ms) | p99 ours / floor / webhook (ms) |")
     print("|---|---:|---:|---:|---:|---:|---:|---|---|")
@@ -374,15 +398,14 @@ def report(results):
     for row in results["sync"]:
         o, f, w = row["ours"], row["floor"], row["webhook"]
         wr = f"{w['rps']:.0f}" if w else "n/a"
-        vs_floor = o["rps"] / f["rps"]
-        vs_peer = o["rps"] / w["rps"] if w and w["rps"] else None
+        vs_floor, vs_peer = row["vs_floor"], row["vs_webhook"]
         p50 = " / ".join(fmt_ms(x["p50_ms"]) if x else "n/a" for x in (o, f, w))
         p99 = " / ".join(fmt_ms(x["p99_ms"]) if x else "n/a" for x in (o, f, w))
         print(f"| {row['task']} | {row['concurrency']} | {o['rps']:.0f} | {f['rps']:.0f} | {wr} "
               f"| {vs_floor:.2f} | {'n/a' if vs_peer is None else f'{vs_peer:.2f}'} | {p50} | {p99} |")
         name = f"{row['task']} c={row['concurrency']}"
         if row["concurrency"] == 1:
-            added = o["p50_ms"] - f["p50_ms"]
+            added = row["added_p50_ms"]
             targets.append((f"{name}: p50 added over the floor < 0.5 ms", added < 0.5, f"{added:.3f} ms"))
         else:
             targets.append((f"{name}: throughput >= 90% of the floor", vs_floor >= 0.9, f"{vs_floor:.2f}"))
@@ -435,7 +458,7 @@ def main():
     ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
     ap.add_argument("--json", metavar="FILE", help="also write every number to FILE")
     opts = ap.parse_args()
-    seconds, reps = (1.0, 1) if opts.short else (3.0, 3)
+    seconds, reps = (1.0, 1) if opts.short else (2.0, 5)
     results = {"machine": machine(), "mode": "short" if opts.short else "full", "seconds": seconds,
                "reps": reps}
     workdir = tempfile.mkdtemp(prefix="cs-bench-")
