@@ -96,6 +96,13 @@ struct Tally {
 }
 
 impl Tally {
+    /// A worker that could not start.
+    fn failed(e: String) -> Self {
+        let mut t = Self::default();
+        t.error(e);
+        t
+    }
+
     fn error(&mut self, e: String) {
         self.errors += 1;
         self.first_error.get_or_insert(e);
@@ -531,24 +538,13 @@ fn check(status: u16, body: &[u8], expect: &str) -> Result<(), String> {
     Ok(())
 }
 
-async fn http_worker(o: &Opts, deadline: Instant) -> Tally {
+/// Calls `call` until `deadline`, timing every call that succeeds; after one that fails it
+/// records the error and backs off briefly, so a broken server is not hammered.
+async fn timed_loop(deadline: Instant, mut call: impl AsyncFnMut() -> Result<(), String>) -> Tally {
     let mut t = Tally::default();
-    let target = match Target::parse(&o.urls[0]) {
-        Ok(target) => target,
-        Err(e) => {
-            t.error(e);
-            return t;
-        }
-    };
-    let request = target.post(&o.body);
-    let mut conn = Conn::new(&target);
     while Instant::now() < deadline {
         let start = Instant::now();
-        match conn
-            .post(&request)
-            .await
-            .and_then(|s| check(s, &conn.body, &o.expect))
-        {
+        match call().await {
             Ok(()) => t.latencies_us.push(micros(start.elapsed())),
             Err(e) => {
                 t.error(e);
@@ -557,6 +553,20 @@ async fn http_worker(o: &Opts, deadline: Instant) -> Tally {
         }
     }
     t
+}
+
+async fn http_worker(o: &Opts, deadline: Instant) -> Tally {
+    let target = match Target::parse(&o.urls[0]) {
+        Ok(target) => target,
+        Err(e) => return Tally::failed(e),
+    };
+    let request = target.post(&o.body);
+    let mut conn = Conn::new(&target);
+    timed_loop(deadline, async || {
+        let status = conn.post(&request).await?;
+        check(status, &conn.body, &o.expect)
+    })
+    .await
 }
 
 /// Submits one session and polls it until done.
@@ -589,29 +599,18 @@ async fn async_cycle(
 }
 
 async fn async_worker(o: &Opts, deadline: Instant) -> Tally {
-    let mut t = Tally::default();
     let (submit_target, query_target) =
         match Target::parse(&o.urls[0]).and_then(|s| Ok((s, Target::parse(&o.urls[1])?))) {
             Ok(targets) => targets,
-            Err(e) => {
-                t.error(e);
-                return t;
-            }
+            Err(e) => return Tally::failed(e),
         };
     let submit = submit_target.post(&o.body);
     // Both URLs share the worker's one connection, which goes to the submit URL's host.
     let mut conn = Conn::new(&submit_target);
-    while Instant::now() < deadline {
-        let start = Instant::now();
-        match async_cycle(o, &mut conn, &submit, &query_target).await {
-            Ok(()) => t.latencies_us.push(micros(start.elapsed())),
-            Err(e) => {
-                t.error(e);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-    t
+    timed_loop(deadline, async || {
+        async_cycle(o, &mut conn, &submit, &query_target).await
+    })
+    .await
 }
 
 fn run_http(o: Rc<Opts>) -> Result<String, String> {
