@@ -138,8 +138,8 @@ pub async fn run(program: &OsStr, args: &[OsString], env: RunEnv<'_>) -> Outcome
     {
         let reading = async {
             tokio::join!(
-                pump(Some(stdout), Stream::Stdout, &env, &mut out_last),
-                pump(Some(stderr), Stream::Stderr, &env, &mut err_last)
+                pump(stdout, Stream::Stdout, &env, &mut out_last),
+                pump(stderr, Stream::Stderr, &env, &mut err_last)
             )
         };
         let watch_after = tokio::time::sleep(EXIT_WATCH_AFTER);
@@ -427,12 +427,11 @@ async fn sleep_until_opt(at: Option<Instant>) {
 
 /// Reads one stream to its end, logging every line and keeping the last non-empty one in `last`.
 async fn pump<R: AsyncRead + Unpin>(
-    reader: Option<R>,
+    mut reader: R,
     stream: Stream,
     env: &RunEnv<'_>,
     last: &mut Vec<u8>,
 ) {
-    let Some(mut reader) = reader else { return };
     let mut buf: Vec<u8> = Vec::with_capacity(READ_START);
     let mut line: Vec<u8> = Vec::new();
     let mut lines = env.log.lines(env.session, stream);
