@@ -51,13 +51,14 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
-    let workers = app.settings.workers;
+    // At least one: the accept loop deals connections out modulo the pool's size.
+    let workers = app.settings.workers.max(1);
     let local = LocalAddr(listener.local_addr()?.into());
     let connections = Arc::new(Connections::default());
     let stop_serving = CancellationToken::new();
     let exit = CancellationToken::new();
-    let mut pool = Vec::with_capacity(workers.max(1));
-    for i in 0..workers.max(1) {
+    let mut pool = Vec::with_capacity(workers);
+    for i in 0..workers {
         pool.push(Worker::start(
             i,
             app.clone(),
