@@ -13,7 +13,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 use celery_service::api::openapi;
 use celery_service::cli::{Cli, Command, ConfigArgs, OpenapiArgs, RunArgs};
 use celery_service::reload::{self, Trigger};
-use celery_service::{absolute_dir, load_table, logs, serve, App, StartError};
+use celery_service::{absolute_dir, load_table, logs, runner, serve, App, StartError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -68,6 +68,8 @@ fn print_openapi(args: &OpenapiArgs) -> anyhow::Result<()> {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Before any thread starts, so that every thread inherits it.
+    runner::hold_child_exits().context("cannot block SIGCHLD")?;
     let settings = args.settings().map_err(anyhow::Error::msg)?;
     // Validate before anything listens or logs: a bad config must not start a half service.
     let app = App::load(settings.clone())?;

@@ -122,6 +122,11 @@ const TASKS: &str = r#"
   language: sh
   executable: "yes | head -n 1"
   collected: false
+- name: signal_mask
+  cluster_type: Runner
+  language: binary
+  executable: grep SigBlk /proc/self/status
+  collected: false
 "#;
 
 fn start() -> Server {
@@ -647,10 +652,17 @@ async fn a_run_ends_when_its_process_has_exited_and_its_pipes_are_closed() {
 }
 
 #[tokio::test]
-async fn children_get_sigpipe_at_its_default() {
+async fn children_start_with_default_signals() {
     // The service ignores SIGPIPE (every Rust program does); a child that inherited that would
     // see `yes` complain about a broken pipe instead of ending quietly.
     let s = start();
     let v = sync(&s, "runner/broken-pipe", None).await;
     assert_eq!(v, json!({"code": 0, "data": "y", "msg": ""}));
+    // The service blocks SIGCHLD in all its threads; a child must not inherit that (a script
+    // waiting for its own background jobs would hang), nor any other blocked signal. (A binary task: sh would clear the mask itself.)
+    let v = sync(&s, "runner/signal-mask", None).await;
+    assert_eq!(
+        v,
+        json!({"code": 0, "data": "SigBlk:\t0000000000000000", "msg": ""})
+    );
 }

@@ -12,7 +12,7 @@ mod process;
 use std::ffi::OsString;
 use std::path::Path;
 
-pub use process::{run, LineSink, Outcome, RunEnv};
+pub use process::{hold_child_exits, run, LineSink, Outcome, RunEnv};
 
 use crate::config::{ExternalTask, Language};
 

@@ -269,6 +269,24 @@ fn spawn(program: &OsStr, args: &[OsString], vars: &[(&str, String)]) -> io::Res
     })
 }
 
+/// Blocks SIGCHLD in the calling thread, and so in every thread it starts afterwards; call it
+/// first thing in `main`, before any thread exists.
+///
+/// Runs are reaped with `waitpid` and pidfds, so nothing here wants SIGCHLD, and with its default
+/// disposition the kernel drops it, unless the thread that started the child has it blocked at
+/// that moment: glibc's `posix_spawn` blocks every signal while it starts a child, and a child
+/// that exits during another spawn on the same worker then had its SIGCHLD delivered to some idle
+/// thread instead (the config watcher's, the accept loop's), waking it for nothing. Under load
+/// that was about one wake-up per call (BENCHMARKS.md, step 12). Blocked everywhere, it stays
+/// pending and no thread is woken. Children are unaffected: `spawn` gives them an empty signal
+/// mask, and pending signals are never inherited.
+pub fn hold_child_exits() -> io::Result<()> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    Ok(())
+}
+
 /// Whether the `NAME=value` entry `entry` sets `name`.
 fn names_var(entry: &CStr, name: &str) -> bool {
     let entry = entry.to_bytes();
