@@ -360,6 +360,14 @@ async fn kill_ends_the_whole_process_group() {
     })
     .await;
     assert_eq!(running["done"], false);
+    // A long run's records reach its log while it runs, not only when it ends.
+    poll(Duration::from_secs(10), || async {
+        let log = s.log("sleeper");
+        (log.contains(&format!("{id} event start /mysql/sleeper"))
+            && log.contains(&format!("{id} stdout started {grandchild}")))
+        .then_some(())
+    })
+    .await;
 
     let (status, v) = s
         .post("/async/kill", Some(&format!(r#"{{"session_id":"{id}"}}"#)))
