@@ -8,9 +8,9 @@
 //! thread. Those wake-ups cost the service CPU, and the kernel charged part of them to the
 //! children that caused them: at concurrency 1 a child cost about 100 µs more CPU under the
 //! service than under the benchmark's floor (BENCHMARKS.md). Here a connection stays on one
-//! worker, and so does every run started from it. There are more workers than cores because
-//! starting a child blocks the worker that starts it until the child has called exec
-//! (posix_spawn is a vfork).
+//! worker, and so does every run started from it. Starting a child blocks the worker that starts
+//! it until the child has called exec (posix_spawn is a vfork), which is why there are at least
+//! two workers even on one core.
 
 use std::future::Future;
 use std::io;
@@ -36,10 +36,12 @@ const REQUEST_GRACE: Duration = Duration::from_secs(5);
 /// so a persistent failure does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// The default number of workers: twice the cores, at least 4. With one worker per core, the
-/// benchmark saw cores idle under load while workers were parked in a spawn.
+/// The default number of workers: one per core, at least 2, so that one worker held by a slow
+/// spawn never stops the service. Since spawning is cheap (BENCHMARKS.md, step 9) more workers
+/// than cores only cost: on 2 cores, 2 workers served 2.5 % more calls per second than 4 at
+/// concurrency 16 and 64, and the same at concurrency 1 (step 13).
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).max(4))
+    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
 }
 
 /// Serves `app` on `listener` with its configured number of worker threads until `shutdown`
