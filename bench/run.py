@@ -135,7 +135,7 @@ def wait_port(port, proc, what, timeout=15):
 class Service:
     """One celery-service process in its own folder."""
 
-    def __init__(self, workdir, name):
+    def __init__(self, workdir, name, binary=None, extra=()):
         self.dir = Path(workdir) / name
         (self.dir / "collect").mkdir(parents=True)
         (self.dir / "external-tasks.yaml").write_text(CONFIG)
@@ -143,12 +143,13 @@ class Service:
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [
-                str(SERVICE), "run",
+                str(binary or SERVICE), "run",
                 "--address", f"127.0.0.1:{self.port}",
                 "--external-task-config", "external-tasks.yaml",
                 "--collect-dir", "collect",
                 "--log-dir", "logs",
                 "--no-log-console",
+                *extra,
             ],
             cwd=self.dir,
             env={k: v for k, v in os.environ.items() if not k.startswith("CS_")},
@@ -169,6 +170,11 @@ class Service:
         if answer.get("code") != 0:
             raise Broken(f"POST {path}: {answer}")
         return answer
+
+    def sync_target(self, task):
+        """What `measure` needs to drive sync calls of `task` (echo-bin or echo-sh)."""
+        return {"url": f"{self.base}/sync/bench/{task}", "pid": self.proc.pid, "body": "",
+                "expect": '"data":"hello"'}
 
     def status(self, field):
         """A VmRSS/VmHWM-style field of /proc/<pid>/status, in KiB."""
@@ -282,9 +288,7 @@ def sync_matrix(ours, peer, seconds, reps, results):
                 got = {}
                 for kind in order:
                     if kind == "ours":
-                        got[kind] = measure("ours", {
-                            "url": f"{ours.base}/sync/bench/{task}", "pid": ours.proc.pid, "body": "",
-                            "expect": '"data":"hello"'}, c, seconds)
+                        got[kind] = measure("ours", ours.sync_target(task), c, seconds)
                     elif kind == "floor":
                         got[kind] = measure("floor", task, c, seconds)
                     elif peer:
