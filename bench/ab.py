@@ -36,6 +36,8 @@ def main():
     ap.add_argument("--pairs", type=int, default=30)
     ap.add_argument("--seconds", type=float, default=1.0)
     o = ap.parse_args()
+    if o.pairs < 2:
+        ap.error("--pairs must be at least 2 (the quartiles need two ratios)")
     if not run.LOADGEN.exists():
         sys.exit(f"build the load generator first: {run.LOADGEN} is missing (python3 bench/run.py builds it)")
     workdir = tempfile.mkdtemp(prefix="cs-ab-")
