@@ -12,7 +12,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::spawn::{posix_spawnp, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
-use nix::sys::signal::{killpg, SigSet, Signal};
+use nix::sys::signal::{killpg, pthread_sigmask, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, Pid};
 use tokio::io::unix::AsyncFd;
@@ -221,9 +221,8 @@ fn spawn(program: &OsStr, args: &[OsString], vars: &[(&str, String)]) -> io::Res
             format!("{what} contains a NUL byte"),
         )
     };
-    let program_c = CString::new(program.as_bytes()).map_err(|_| nul("the program name".into()))?;
     let mut argv = Vec::with_capacity(args.len() + 1);
-    argv.push(program_c.clone());
+    argv.push(CString::new(program.as_bytes()).map_err(|_| nul("the program name".into()))?);
     for (i, arg) in args.iter().enumerate() {
         argv.push(CString::new(arg.as_bytes()).map_err(|_| nul(format!("argument {}", i + 1)))?);
     }
@@ -258,7 +257,8 @@ fn spawn(program: &OsStr, args: &[OsString], vars: &[(&str, String)]) -> io::Res
             | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
             | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF,
     )?;
-    let pid = posix_spawnp(&program_c, &actions, &attr, &argv, &envp)?;
+    // The program is looked up as argv[0] names it.
+    let pid = posix_spawnp(&argv[0], &actions, &attr, &argv, &envp)?;
     // From here on the child runs: if anything below fails, dropping `child` kills and reaps it.
     let child = Child { pid, reaped: false };
     drop((out_write, err_write));
@@ -283,7 +283,7 @@ fn spawn(program: &OsStr, args: &[OsString], vars: &[(&str, String)]) -> io::Res
 pub fn hold_child_exits() -> io::Result<()> {
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);
-    nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
     Ok(())
 }
 
