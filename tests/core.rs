@@ -667,7 +667,8 @@ async fn children_start_with_default_signals() {
     let v = sync(&s, "runner/broken-pipe", None).await;
     assert_eq!(v, json!({"code": 0, "data": "y", "msg": ""}));
     // The service blocks SIGCHLD in all its threads; a child must not inherit that (a script
-    // waiting for its own background jobs would hang), nor any other blocked signal. (A binary task: sh would clear the mask itself.)
+    // waiting for its own background jobs would hang), nor any other blocked signal. A binary
+    // task, because sh would clear the mask itself.
     let v = sync(&s, "runner/signal-mask", None).await;
     assert_eq!(
         v,
