@@ -434,6 +434,20 @@ async fn finished_sessions_are_cleaned_after_retention_running_ones_never() {
     .await;
 }
 
+/// Sends `request` as is on a fresh connection and returns everything the service answers
+/// until it closes the connection (or 10 s pass).
+fn raw_exchange(s: &Server, request: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = s.base.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 #[tokio::test]
 async fn bad_input_gets_400_and_the_service_keeps_serving() {
     let s = start();
@@ -468,6 +482,29 @@ async fn bad_input_gets_400_and_the_service_keeps_serving() {
         let msg = v["msg"].as_str().unwrap();
         assert!(msg.contains(needle), "{path} {body}: {msg}");
     }
+    // One byte over the 1 MiB limit, for both kinds of task route; nothing is run.
+    let big = format!("[\"{}\"]", "x".repeat(1024 * 1024 - 3));
+    for path in ["/sync/tendb-cluster/demo1", "/async/tendb-cluster/demo1"] {
+        let (status, v) = s.post(path, Some(&big)).await;
+        assert_eq!((status, v["code"].clone()), (413, json!(1)), "{path}");
+        let msg = v["msg"].as_str().unwrap();
+        assert!(msg.contains("larger than 1048576 bytes"), "{msg}");
+    }
+    let (status, v) = s.post("/sync/tendb-cluster/demo1", Some(&big[1..])).await;
+    assert_eq!(
+        status, 400,
+        "exactly 1 MiB is read, and then refused as not JSON: {v}"
+    );
+    assert!(!s.log("demo1").contains(" start "), "{}", s.log("demo1"));
+    // A body that breaks off mid-way (a bad chunk size) cannot be read: 400, not 413.
+    let raw = raw_exchange(
+        &s,
+        "POST /sync/tendb-cluster/demo1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+         2\r\n[]\r\nzz\r\n",
+    );
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    assert!(raw.contains("cannot read the body"), "{raw}");
+    assert!(!s.log("demo1").contains(" start "), "{}", s.log("demo1"));
     let (status, v) = s.post("/sync/nope/nothing", None).await;
     assert_eq!((status, v["code"].clone()), (404, json!(1)));
     let (status, v) = s.get("/no/such/path").await;

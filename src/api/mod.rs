@@ -15,6 +15,8 @@ pub mod openapi;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use poem::http::StatusCode;
 use poem::web::{Data, Path, RemoteAddr};
 use poem::{handler, post, Body, EndpointExt, IntoEndpoint, Response, Route};
@@ -266,15 +268,24 @@ async fn error_envelope(err: poem::Error) -> Response {
     envelope::respond(status, &ErrorEnvelope::new(msg))
 }
 
+/// Reads a whole request body of at most [`MAX_BODY`] bytes.
+///
+/// Collected frame by frame under `http_body_util::Limited` rather than with poem's
+/// `into_bytes_limit`, which zeroes a 4 KiB read buffer that it keeps inside the handler's future,
+/// so every sync call used to zero and copy it (BENCHMARKS.md, step 15).
 async fn read_body(body: Body) -> Result<bytes::Bytes, Response> {
-    body.into_bytes_limit(MAX_BODY).await.map_err(|e| {
-        envelope::respond(
+    let body: BoxBody<bytes::Bytes, std::io::Error> = body.into();
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(envelope::respond(
             StatusCode::PAYLOAD_TOO_LARGE,
-            &ErrorEnvelope::new(format!(
-                "cannot read the body (at most {MAX_BODY} bytes): {e}"
-            )),
-        )
-    })
+            &ErrorEnvelope::new(format!("the body is larger than {MAX_BODY} bytes")),
+        )),
+        Err(e) => Err(envelope::respond(
+            StatusCode::BAD_REQUEST,
+            &ErrorEnvelope::new(format!("cannot read the body: {e}")),
+        )),
+    }
 }
 
 /// Looks the task up and checks the body; `Err` is the finished error answer.

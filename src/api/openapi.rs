@@ -196,7 +196,9 @@ fn task_errors() -> [(&'static str, Value); 3] {
     [
         (
             "400",
-            error_response("The body is not JSON, or does not fit the task's parameters"),
+            error_response(
+                "The body cannot be read, is not JSON, or does not fit the task's parameters",
+            ),
         ),
         (
             "404",
