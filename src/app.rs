@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::Value;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -245,19 +246,7 @@ impl App {
         input: Input,
         client_gone: impl Future<Output = ()>,
     ) -> RunResult {
-        let session = Uuid::new_v4();
-        let cancel = CancellationToken::new();
-        let guard = DisconnectGuard {
-            app: self.clone(),
-            task: task.clone(),
-            session,
-            cancel: cancel.clone(),
-            armed: true,
-        };
-        let app = self.clone();
-        let mut handle = self
-            .tracker
-            .spawn(async move { app.execute(&task, input, session, cancel, None).await });
+        let (guard, mut handle) = self.start_sync(task, input);
         let joined = tokio::select! {
             r = &mut handle => r,
             () = client_gone => {
@@ -279,6 +268,32 @@ impl App {
         });
         guard.disarm();
         result
+    }
+
+    /// Starts a sync run as a tracked task, with the guard that cancels it if the caller goes.
+    ///
+    /// A plain function on purpose: built inside `run_sync`, the run's future (over 2 KB) took
+    /// room in `run_sync`'s own future as well, and so in the HTTP handler's, which poem boxes
+    /// and copies for every call (BENCHMARKS.md, step 15).
+    fn start_sync(
+        self: &Arc<Self>,
+        task: Arc<Task>,
+        input: Input,
+    ) -> (DisconnectGuard, JoinHandle<RunResult>) {
+        let session = Uuid::new_v4();
+        let cancel = CancellationToken::new();
+        let guard = DisconnectGuard {
+            app: self.clone(),
+            task: task.clone(),
+            session,
+            cancel: cancel.clone(),
+            armed: true,
+        };
+        let app = self.clone();
+        let handle = self
+            .tracker
+            .spawn(async move { app.execute(&task, input, session, cancel, None).await });
+        (guard, handle)
     }
 
     /// Starts a session for `task` and returns its id; the session exists when this returns.
