@@ -45,9 +45,8 @@ pub fn default_workers() -> usize {
 }
 
 /// Serves `app` on `listener` with its configured number of worker threads until `shutdown`
-/// resolves, then
-/// finishes the requests in flight, kills every run still going, waits for them to be reaped and
-/// stops the workers.
+/// resolves, then finishes the requests in flight, kills every run still going, waits for them
+/// to be reaped and stops the workers.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
@@ -150,7 +149,7 @@ struct Worker {
     connections: mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
     /// Resolves when the worker's HTTP server has stopped.
     served: Option<oneshot::Receiver<io::Result<()>>>,
-    thread: Option<JoinHandle<()>>,
+    thread: JoinHandle<()>,
 }
 
 impl Worker {
@@ -193,15 +192,13 @@ impl Worker {
         Ok(Self {
             connections: tx,
             served: Some(served_rx),
-            thread: Some(thread),
+            thread,
         })
     }
 
-    fn join(mut self) {
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("a worker thread panicked");
-            }
+    fn join(self) {
+        if self.thread.join().is_err() {
+            tracing::error!("a worker thread panicked");
         }
     }
 }
