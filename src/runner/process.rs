@@ -421,10 +421,12 @@ impl ExitWatch {
             // descriptor it registered stays open and the same until it is dropped.
             unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()
         });
-        match registered {
-            Some(fd) => Self::Pidfd(fd),
-            None => Self::Poll(tokio::time::interval(EXIT_POLL)),
-        }
+        registered.map_or_else(Self::polling, Self::Pidfd)
+    }
+
+    /// The fallback where no pidfd can be had or watched.
+    fn polling() -> Self {
+        Self::Poll(tokio::time::interval(EXIT_POLL))
     }
 
     /// Resolves when the child may have exited; never, while there is no watch.
@@ -434,7 +436,7 @@ impl ExitWatch {
             Some(Self::Pidfd(fd)) => {
                 if let Err(e) = fd.readable().await {
                     tracing::warn!(error = %e, "cannot watch a child's pidfd; polling instead");
-                    *watch = Some(Self::Poll(tokio::time::interval(EXIT_POLL)));
+                    *watch = Some(Self::polling());
                 }
             }
             Some(Self::Poll(tick)) => {
