@@ -37,6 +37,23 @@ impl Connections {
         let addr = peer.as_socket_addr()?;
         lock(&self.by_peer).get(addr).cloned()
     }
+
+    /// Prepares an accepted connection for serving and records it, so a sync call on it can
+    /// notice its client hanging up; it leaves the record when the returned stream is dropped.
+    pub fn watch(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) -> WatchedStream {
+        let _ = stream.set_nodelay(true);
+        match stream.as_fd().try_clone_to_owned() {
+            Ok(dup) => {
+                lock(&self.by_peer).insert(peer, Arc::new(dup));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot watch a connection for hang-ups"),
+        }
+        WatchedStream {
+            inner: stream,
+            peer,
+            connections: self.clone(),
+        }
+    }
 }
 
 /// Resolves once the peer of `socket` has closed the connection.
@@ -54,25 +71,6 @@ pub async fn hung_up(socket: Arc<OwnedFd>) {
         let mut fds = [PollFd::new(socket.as_fd(), rdhup)];
         if matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
             return;
-        }
-    }
-}
-
-impl Connections {
-    /// Prepares an accepted connection for serving and records it, so a sync call on it can
-    /// notice its client hanging up; it leaves the record when the returned stream is dropped.
-    pub fn watch(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) -> WatchedStream {
-        let _ = stream.set_nodelay(true);
-        match stream.as_fd().try_clone_to_owned() {
-            Ok(dup) => {
-                lock(&self.by_peer).insert(peer, Arc::new(dup));
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot watch a connection for hang-ups"),
-        }
-        WatchedStream {
-            inner: stream,
-            peer,
-            connections: self.clone(),
         }
     }
 }
