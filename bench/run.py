@@ -392,8 +392,8 @@ def fmt_ms(x):
 def with_rounds(median, rounds):
     """A median ratio, with the range of the rounds it is the median of when there are several."""
     if len(rounds) < 2:
-        return f"{median:.2f}"
-    return f"{median:.2f} (rounds {min(rounds):.2f} to {max(rounds):.2f})"
+        return f"{median:.3f}"
+    return f"{median:.3f} (rounds {min(rounds):.2f} to {max(rounds):.2f})"
 
 
 def report(results):
