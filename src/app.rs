@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::Value;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -70,6 +70,16 @@ pub struct RunResult {
     pub msg: String,
     /// The exit code of an external task that exited by itself.
     pub exit_code: Option<i32>,
+}
+
+/// A sync run's result once its task is joined; a run that panicked is a failed run.
+fn joined_result(joined: Result<RunResult, JoinError>) -> RunResult {
+    joined.unwrap_or_else(|e| RunResult {
+        ok: false,
+        data: String::new(),
+        msg: format!("the run failed inside the service: {e}"),
+        exit_code: None,
+    })
 }
 
 /// Reads a request body for `task`. `Err` says what is wrong with it, for an HTTP 400.
@@ -252,22 +262,11 @@ impl App {
             () = client_gone => {
                 // Cancel through the guard (it logs why), then wait for the group to be reaped.
                 drop(guard);
-                return handle.await.unwrap_or_else(|e| RunResult {
-                    ok: false,
-                    data: String::new(),
-                    msg: format!("the run failed inside the service: {e}"),
-                    exit_code: None,
-                });
+                return joined_result(handle.await);
             }
         };
-        let result = joined.unwrap_or_else(|e| RunResult {
-            ok: false,
-            data: String::new(),
-            msg: format!("the run failed inside the service: {e}"),
-            exit_code: None,
-        });
         guard.disarm();
-        result
+        joined_result(joined)
     }
 
     /// Starts a sync run as a tracked task, with the guard that cancels it if the caller goes.
