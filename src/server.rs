@@ -9,7 +9,7 @@
 //! children that caused them: at concurrency 1 a child cost about 100 µs more CPU under the
 //! service than under the benchmark's floor (BENCHMARKS.md). Here a connection stays on one
 //! worker, and so does every run started from it. Starting a child blocks the worker that starts
-//! it until the child has called exec (posix_spawn is a vfork), which is why there are at least
+//! it until the child has called exec (the spawn is a vfork), which is why there are at least
 //! two workers even on one core.
 
 use std::future::Future;

@@ -8,6 +8,7 @@
 //! without a shell at all.
 
 mod process;
+mod spawn;
 
 use std::ffi::OsString;
 use std::path::Path;

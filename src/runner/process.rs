@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::spawn::{posix_spawnp, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
+use nix::libc::c_char;
 use nix::sys::signal::{killpg, pthread_sigmask, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, Pid};
@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::spawn;
 use crate::logs::{lock, Lines, Stream, TaskLog};
 
 /// A line longer than this is logged in pieces and only its tail piece is kept as "last line", so
@@ -209,11 +210,12 @@ struct Spawned {
 /// Starts `program args…` in a process group of its own, with stdin from `/dev/null`, stdout and
 /// stderr into fresh pipes, and the service's environment plus `vars`.
 ///
-/// This is glibc's `posix_spawn` (a vfork and exec) through nix rather than `std::process`,
+/// This is our own vfork-and-exec ([`spawn`](super::spawn)) rather than `std::process`,
 /// because std rebuilds the whole environment for every spawn once a variable is added (a tenth
-/// of the service's CPU per call in the profile), and tokio's child adds a pidfd and its
-/// registration per run. Like std, the child gets an empty signal mask and SIGPIPE back at its
-/// default (Rust ignores it in the service), and a program without a `/` is looked up in `PATH`.
+/// of the service's CPU per call in the profile), tokio's child adds a pidfd and its
+/// registration per run, and glibc's `posix_spawn` under both maps and unmaps a child stack
+/// every time. Like std, the child gets an empty signal mask and SIGPIPE back at its default
+/// (Rust ignores it in the service), and a program without a `/` is looked up in `PATH`.
 fn spawn(
     program: &OsStr,
     args: &[OsString],
@@ -235,30 +237,27 @@ fn spawn(
         .map(|(k, v)| CString::new(format!("{k}={v}")).map_err(|_| nul(format!("variable {k}"))))
         .collect::<io::Result<Vec<_>>>()?;
     let inherited = inherited_env(vars);
-    let mut envp: Vec<&CStr> = Vec::with_capacity(inherited.len() + extra.len());
-    envp.extend_from_slice(inherited);
-    envp.extend(extra.iter().map(CString::as_c_str));
+
+    let mut argv_ptrs: Vec<*const c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut envp: Vec<*const c_char> = Vec::with_capacity(inherited.len() + extra.len() + 1);
+    envp.extend(inherited.iter().map(|e| e.as_ptr()));
+    envp.extend(extra.iter().map(|e| e.as_ptr()));
+    envp.push(std::ptr::null());
 
     let (out_read, out_write) = output_pipe()?;
     let (err_read, err_write) = output_pipe()?;
     let null = dev_null()?;
-    let mut actions = PosixSpawnFileActions::init()?;
-    actions.add_dup2(null.as_raw_fd(), 0)?;
-    actions.add_dup2(out_write.as_raw_fd(), 1)?;
-    actions.add_dup2(err_write.as_raw_fd(), 2)?;
-    let mut attr = PosixSpawnAttr::init()?;
-    attr.set_pgroup(Pid::from_raw(0))?;
-    attr.set_sigmask(&SigSet::empty())?;
-    let mut defaults = SigSet::empty();
-    defaults.add(Signal::SIGPIPE);
-    attr.set_sigdefault(&defaults)?;
-    attr.set_flags(
-        PosixSpawnFlags::POSIX_SPAWN_SETPGROUP
-            | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
-            | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF,
-    )?;
-    // The program is looked up as argv[0] names it.
-    let pid = posix_spawnp(&argv[0], &actions, &attr, &argv, &envp)?;
+    let pid = spawn::spawn(&spawn::Plan {
+        program: &argv[0],
+        argv: &argv_ptrs,
+        envp: &envp,
+        stdio: [
+            null.as_raw_fd(),
+            out_write.as_raw_fd(),
+            err_write.as_raw_fd(),
+        ],
+    })?;
     // From here on the child runs: if anything below fails, dropping `child` kills and reaps it.
     let child = Child { pid, reaped: false };
     drop((out_write, err_write));
@@ -274,7 +273,8 @@ fn spawn(
 ///
 /// Runs are reaped with `waitpid` and pidfds, so nothing here wants SIGCHLD, and with its default
 /// disposition the kernel drops it, unless the thread that started the child has it blocked at
-/// that moment: glibc's `posix_spawn` blocks every signal while it starts a child, and a child
+/// that moment: `spawn` blocks every signal while it starts a child (as glibc's `posix_spawn`
+/// does), and a child
 /// that exits during another spawn on the same worker then had its SIGCHLD delivered to some idle
 /// thread instead (the config watcher's, the accept loop's), waking it for nothing. Under load
 /// that was about one wake-up per call (BENCHMARKS.md, step 12). Blocked everywhere, it stays
