@@ -9,8 +9,9 @@
 //! - `async SUBMIT_URL QUERY_URL --body B`: each worker submits a session, then polls
 //!   `QUERY_URL` every `--poll-ms` until the session is done; one "request" is the whole cycle.
 //! - `spawn -- PROG ARGS...`: the floor. `--concurrency` threads spawn `PROG ARGS` in a tight loop
-//!   (stdin null, stdout and stderr piped and read to the end, own process group, reaped): the
-//!   most calls per second any service that runs this command could answer on this machine.
+//!   with the service's own spawner (stdin null, stdout and stderr piped and read to the end, own
+//!   process group, reaped; `floor.rs`): the most calls per second any service that runs this
+//!   command could answer on this machine.
 //!
 //! Every mode also reports `self_cpu_us` and `children_cpu_us`, the CPU time (user + system) it and
 //! its reaped children used: for the floor that is the cost of spawning and of the command itself.
@@ -20,13 +21,14 @@
 //! minimal HTTP/1.1 client of their own: each worker writes its prebuilt request in one write and
 //! parses the response (`Content-Length`, chunked, or until close) from a reused buffer.
 
-use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+mod floor;
 
 struct Opts {
     mode: String,
@@ -652,10 +654,9 @@ fn run_http(o: Rc<Opts>) -> Result<String, String> {
 }
 
 fn run_spawn(o: &Opts) -> Result<String, String> {
-    let (prog, args) = o
-        .command
-        .split_first()
-        .ok_or("spawn needs -- PROG ARGS...")?;
+    if o.command.is_empty() {
+        return Err("spawn needs -- PROG ARGS...".into());
+    }
     let cpu = Cpu::now();
     let start = Instant::now();
     let deadline = start + o.duration;
@@ -664,23 +665,21 @@ fn run_spawn(o: &Opts) -> Result<String, String> {
             .map(|_| {
                 s.spawn(move || {
                     let mut t = Tally::default();
+                    let command = match floor::Prepared::new(&o.command) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            t.error(e);
+                            return t;
+                        }
+                    };
                     while Instant::now() < deadline {
                         let began = Instant::now();
-                        let out = std::os::unix::process::CommandExt::process_group(
-                            Command::new(prog)
-                                .args(args)
-                                .stdin(Stdio::null())
-                                .stdout(Stdio::piped())
-                                .stderr(Stdio::piped()),
-                            0,
-                        )
-                        .output();
-                        match out {
-                            Ok(out) if out.status.success() && !out.stdout.is_empty() => {
-                                t.latencies_us.push(micros(began.elapsed()))
+                        match command.run() {
+                            Ok(true) => t.latencies_us.push(micros(began.elapsed())),
+                            Ok(false) => {
+                                t.error(format!("{:?} failed or printed nothing", o.command))
                             }
-                            Ok(out) => t.error(format!("{prog} ended with {}", out.status)),
-                            Err(e) => t.error(format!("cannot spawn {prog}: {e}")),
+                            Err(e) => t.error(e),
                         }
                     }
                     t
