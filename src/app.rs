@@ -171,21 +171,25 @@ impl App {
                 let args = invocation.args(&posted);
                 log.event(
                     session,
-                    &format!(
+                    format_args!(
                         "start /{}: {} {}",
                         task.path,
                         invocation.program.to_string_lossy(),
-                        shell_words::join(args.iter().map(|a| a.to_string_lossy()))
+                        QuotedArgs(&args)
                     ),
                 );
+                let mut session_text = Uuid::encode_buffer();
                 let outcome = runner::run(
                     &invocation.program,
                     &args,
                     RunEnv {
-                        vars: vec![
-                            ("CS_TASK_NAME", task.name.clone()),
-                            ("CS_CLUSTER_TYPE", task.cluster_type.clone()),
-                            ("CS_SESSION_ID", session.to_string()),
+                        vars: &[
+                            ("CS_TASK_NAME", task.name.as_str()),
+                            ("CS_CLUSTER_TYPE", task.cluster_type.as_str()),
+                            (
+                                "CS_SESSION_ID",
+                                session.hyphenated().encode_lower(&mut session_text),
+                            ),
                         ],
                         log: &log,
                         session,
@@ -208,7 +212,7 @@ impl App {
                 }
             }
             Input::Builtin(prepared, params) => {
-                log.event(session, &format!("start /{} with {params}", task.path));
+                log.event(session, format_args!("start /{} with {params}", task.path));
                 let ctx = TaskContext::new(session, cancel.clone(), log.clone(), progress);
                 let run = prepared(ctx);
                 tokio::pin!(run);
@@ -241,9 +245,12 @@ impl App {
         };
         let took = started.elapsed();
         if result.ok {
-            log.event(session, &format!("done in {took:.3?}"));
+            log.event(session, format_args!("done in {took:.3?}"));
         } else {
-            log.event(session, &format!("failed in {took:.3?}: {}", result.msg));
+            log.event(
+                session,
+                format_args!("failed in {took:.3?}: {}", result.msg),
+            );
         }
         result
     }
@@ -345,5 +352,43 @@ impl Drop for DisconnectGuard {
                 .event(self.session, "cancelled: the client disconnected");
             self.cancel.cancel();
         }
+    }
+}
+
+/// Arguments as a shell would need them typed, space-separated: what `shell_words::join` makes,
+/// written straight into the log record instead of into a string of its own first.
+struct QuotedArgs<'a>(&'a [std::ffi::OsString]);
+
+impl std::fmt::Display for QuotedArgs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, arg) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            f.write_str(&shell_words::quote(&arg.to_string_lossy()))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use super::QuotedArgs;
+
+    #[test]
+    fn quoted_args_read_as_shell_words_join_writes_them() {
+        let args: Vec<OsString> = ["-c", "echo hello", "it's", "", "$HOME", "plain"]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+        let joined = shell_words::join(args.iter().map(|a| a.to_string_lossy()));
+        assert_eq!(QuotedArgs(&args).to_string(), joined);
+        assert_eq!(
+            shell_words::split(&joined).unwrap(),
+            ["-c", "echo hello", "it's", "", "$HOME", "plain"]
+        );
+        assert_eq!(QuotedArgs(&[]).to_string(), "");
     }
 }

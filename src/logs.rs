@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -117,10 +117,11 @@ impl TaskLog {
         }
     }
 
-    /// Appends a lifecycle event (start, exit, kill, cancellation).
-    pub fn event(&self, session: Uuid, text: &str) {
+    /// Appends a lifecycle event (start, exit, kill, cancellation). `text` is formatted straight
+    /// into the record, so a caller can pass `format_args!` instead of building a string first.
+    pub fn event(&self, session: Uuid, text: impl fmt::Display) {
         let mut record = prefix(session, "event");
-        record.push_str(text);
+        let _ = write!(record, "{text}");
         record.push('\n');
         self.write(record.as_bytes());
     }

@@ -296,7 +296,10 @@ async fn prepare(
     body: Body,
 ) -> Result<(Arc<crate::table::Task>, app::Input), Response> {
     let table = app.routes.load();
-    let path = format!("{ct}/{name}");
+    let mut path = String::with_capacity(ct.len() + 1 + name.len());
+    path.push_str(ct);
+    path.push('/');
+    path.push_str(name);
     let Some(task) = table.get(&path).cloned() else {
         return Err(envelope::respond(
             StatusCode::NOT_FOUND,
@@ -331,14 +334,7 @@ async fn sync_task(
         }
     };
     let r = app.run_sync(task, input, client_gone).await;
-    envelope::respond(
-        StatusCode::OK,
-        &Envelope {
-            code: i32::from(!r.ok),
-            data: r.data,
-            msg: r.msg,
-        },
-    )
+    envelope::respond_run(i32::from(!r.ok), &r.data, &r.msg)
 }
 
 /// `POST /async/<ct>/<name>`: starts a session and answers with its id at once.

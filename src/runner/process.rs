@@ -46,7 +46,7 @@ pub type LineSink = dyn Fn(&[u8]) + Send + Sync;
 /// Everything a run needs besides the argv.
 pub struct RunEnv<'a> {
     /// Extra environment variables on top of the service's own.
-    pub vars: Vec<(&'static str, String)>,
+    pub vars: &'a [(&'static str, &'a str)],
     /// Where output lines go.
     pub log: &'a TaskLog,
     /// The run's id, written on every log line.
@@ -123,7 +123,7 @@ pub async fn run(program: &OsStr, args: &[OsString], env: RunEnv<'_>) -> Outcome
         mut child,
         stdout,
         stderr,
-    } = match spawn(program, args, &env.vars) {
+    } = match spawn(program, args, env.vars) {
         Ok(spawned) => spawned,
         Err(e) => {
             let text = format!("cannot start `{}`: {e}", program.to_string_lossy());
@@ -216,11 +216,7 @@ struct Spawned {
 /// registration per run, and glibc's `posix_spawn` under both maps and unmaps a child stack
 /// every time. Like std, the child gets an empty signal mask and SIGPIPE back at its default
 /// (Rust ignores it in the service), and a program without a `/` is looked up in `PATH`.
-fn spawn(
-    program: &OsStr,
-    args: &[OsString],
-    vars: &[(&'static str, String)],
-) -> io::Result<Spawned> {
+fn spawn(program: &OsStr, args: &[OsString], vars: &[(&'static str, &str)]) -> io::Result<Spawned> {
     let nul = |what: String| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -234,7 +230,14 @@ fn spawn(
     }
     let extra = vars
         .iter()
-        .map(|(k, v)| CString::new(format!("{k}={v}")).map_err(|_| nul(format!("variable {k}"))))
+        .map(|(k, v)| {
+            // Room for the NUL too, so CString::new does not grow it again.
+            let mut entry = Vec::with_capacity(k.len() + v.len() + 2);
+            entry.extend_from_slice(k.as_bytes());
+            entry.push(b'=');
+            entry.extend_from_slice(v.as_bytes());
+            CString::new(entry).map_err(|_| nul(format!("variable {k}")))
+        })
         .collect::<io::Result<Vec<_>>>()?;
     let inherited = inherited_env(vars);
 
@@ -299,7 +302,7 @@ fn names_var(entry: &CStr, name: &str) -> bool {
 /// kept, instead of filtering the whole environment on every spawn (about 4% of the service's
 /// own instructions per call, BENCHMARKS.md step 14). The names are literals in the code, so
 /// the sets are few and keeping each one for good is bounded.
-fn inherited_env(vars: &[(&'static str, String)]) -> &'static [&'static CStr] {
+fn inherited_env(vars: &[(&'static str, &str)]) -> &'static [&'static CStr] {
     type Filtered = (Vec<&'static str>, &'static [&'static CStr]);
     static BY_NAMES: Mutex<Vec<Filtered>> = Mutex::new(Vec::new());
     let names = || vars.iter().map(|(k, _)| *k);
@@ -540,14 +543,11 @@ mod tests {
             names_path(&base_env().iter().map(CString::as_c_str).collect::<Vec<_>>()),
             1
         );
-        let without = inherited_env(&[("PATH", "/run/own".into())]);
+        let without = inherited_env(&[("PATH", "/run/own")]);
         assert_eq!(names_path(without), 0);
         assert_eq!(without.len(), base_env().len() - 1);
         // The same names, whatever their values, get the very same list.
-        assert!(std::ptr::eq(
-            without,
-            inherited_env(&[("PATH", "other".into())])
-        ));
+        assert!(std::ptr::eq(without, inherited_env(&[("PATH", "other")])));
         assert_eq!(inherited_env(&[]).len(), base_env().len());
     }
 }
