@@ -13,7 +13,6 @@ use std::sync::OnceLock;
 use nix::libc::c_char;
 
 #[path = "../../../src/runner/spawn.rs"]
-#[allow(dead_code)]
 mod spawn;
 
 /// The argv and environment of the command, built once per worker thread.
