@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::libc::c_char;
 use nix::sys::signal::{killpg, pthread_sigmask, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, Pid};
@@ -241,12 +240,13 @@ fn spawn(program: &OsStr, args: &[OsString], vars: &[(&'static str, &str)]) -> i
         .collect::<io::Result<Vec<_>>>()?;
     let inherited = inherited_env(vars);
 
-    let mut argv_ptrs: Vec<*const c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_ptrs.push(std::ptr::null());
-    let mut envp: Vec<*const c_char> = Vec::with_capacity(inherited.len() + extra.len() + 1);
-    envp.extend(inherited.iter().map(|e| e.as_ptr()));
-    envp.extend(extra.iter().map(|e| e.as_ptr()));
-    envp.push(std::ptr::null());
+    let argv_ptrs = spawn::nul_terminated(argv.iter().map(CString::as_c_str));
+    let envp = spawn::nul_terminated(
+        inherited
+            .iter()
+            .copied()
+            .chain(extra.iter().map(CString::as_c_str)),
+    );
 
     let (out_read, out_write) = output_pipe()?;
     let (err_read, err_write) = output_pipe()?;
@@ -277,12 +277,11 @@ fn spawn(program: &OsStr, args: &[OsString], vars: &[(&'static str, &str)]) -> i
 /// Runs are reaped with `waitpid` and pidfds, so nothing here wants SIGCHLD, and with its default
 /// disposition the kernel drops it, unless the thread that started the child has it blocked at
 /// that moment: `spawn` blocks every signal while it starts a child (as glibc's `posix_spawn`
-/// does), and a child
-/// that exits during another spawn on the same worker then had its SIGCHLD delivered to some idle
-/// thread instead (the config watcher's, the accept loop's), waking it for nothing. Under load
-/// that was about one wake-up per call (BENCHMARKS.md, step 12). Blocked everywhere, it stays
-/// pending and no thread is woken. Children are unaffected: `spawn` gives them an empty signal
-/// mask, and pending signals are never inherited.
+/// does), and a child that exits during another spawn on the same worker then had its SIGCHLD
+/// delivered to some idle thread instead (the config watcher's, the accept loop's), waking it for
+/// nothing. Under load that was about one wake-up per call (BENCHMARKS.md, step 12). Blocked
+/// everywhere, it stays pending and no thread is woken. Children are unaffected: `spawn` gives
+/// them an empty signal mask, and pending signals are never inherited.
 pub fn hold_child_exits() -> io::Result<()> {
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);

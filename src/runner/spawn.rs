@@ -50,6 +50,16 @@ pub struct Plan<'a> {
     pub stdio: [RawFd; 3],
 }
 
+/// The NULL-terminated array of pointers a [`Plan`]'s `argv` and `envp` are: one per string, in
+/// order, then NULL. The strings must outlive the array's use.
+pub fn nul_terminated<'s>(strings: impl IntoIterator<Item = &'s CStr>) -> Vec<*const c_char> {
+    let strings = strings.into_iter();
+    let mut pointers = Vec::with_capacity(strings.size_hint().0 + 1);
+    pointers.extend(strings.map(CStr::as_ptr));
+    pointers.push(ptr::null());
+    pointers
+}
+
 /// Starts `plan` in a process group of its own and returns its pid.
 pub fn spawn(plan: &Plan<'_>) -> io::Result<Pid> {
     if plan.argv.last() != Some(&ptr::null()) || plan.envp.last() != Some(&ptr::null()) {
@@ -289,11 +299,8 @@ mod tests {
     /// pipe; returns the child's pid, its output and how it ended.
     fn output(argv: &[&str]) -> io::Result<(Pid, String, WaitStatus)> {
         let argv: Vec<CString> = argv.iter().map(|a| CString::new(*a).unwrap()).collect();
-        let mut argv_ptrs: Vec<*const c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-        argv_ptrs.push(ptr::null());
-        let env = [c"PATH=/usr/bin:/bin", c"CS_SPAWN_TEST=yes"];
-        let mut envp: Vec<*const c_char> = env.iter().map(|e| e.as_ptr()).collect();
-        envp.push(ptr::null());
+        let argv_ptrs = nul_terminated(argv.iter().map(CString::as_c_str));
+        let envp = nul_terminated([c"PATH=/usr/bin:/bin", c"CS_SPAWN_TEST=yes"]);
         let null = File::open("/dev/null")?;
         let (read, write): (OwnedFd, OwnedFd) = pipe()?;
         let pid = spawn(&Plan {

@@ -7,7 +7,6 @@ use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::ptr;
 use std::sync::OnceLock;
 
 use nix::libc::c_char;
@@ -41,11 +40,7 @@ impl Prepared {
                 CString::new(entry.as_bytes()).ok()
             })
             .collect();
-        let nul_ended = |v: &[CString]| {
-            let mut p: Vec<*const c_char> = v.iter().map(|s| s.as_ptr()).collect();
-            p.push(ptr::null());
-            p
-        };
+        let nul_ended = |v: &[CString]| spawn::nul_terminated(v.iter().map(CString::as_c_str));
         Ok(Self {
             argv_ptrs: nul_ended(&argv),
             envp: nul_ended(&env),
