@@ -26,6 +26,7 @@ import json
 import math
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -66,6 +67,7 @@ def verdict(target, lo, hi):
 
 
 def load(paths, mixed):
+    """The runs in `paths`, and the set of service binaries they measured."""
     runs = []
     for path in paths:
         try:
@@ -75,6 +77,10 @@ def load(paths, mixed):
         if not isinstance(results, dict) or "sync" not in results:
             sys.exit(f"pool: {path} is not a `bench/run.py --json` file (no `sync` table)")
         runs.append(results)
+    cells = [(row["task"], row["concurrency"]) for row in runs[0]["sync"]]
+    for path, r in zip(paths, runs):
+        if [(row["task"], row["concurrency"]) for row in r["sync"]] != cells:
+            sys.exit(f"pool: {path} has other sync cells than {paths[0]}; were they made by one run.py?")
     builds = {r.get("service_sha256") for r in runs}
     if None in builds and not mixed:
         sys.exit("pool: a run does not record which binary it measured (made before run.py recorded "
@@ -82,7 +88,7 @@ def load(paths, mixed):
     if len(builds) > 1 and not mixed:
         sys.exit(f"pool: the runs measured {len(builds)} different service binaries; "
                  "pass --mixed to pool them anyway")
-    return runs
+    return runs, {b or "not recorded" for b in builds}
 
 
 def fmt(target, value):
@@ -94,8 +100,7 @@ def main():
     ap.add_argument("runs", nargs="+", help="files written by `bench/run.py --json`")
     ap.add_argument("--mixed", action="store_true", help="pool runs of different builds anyway")
     o = ap.parse_args()
-    runs = load(o.runs, o.mixed)
-    builds = {r.get("service_sha256") or "not recorded" for r in runs}
+    runs, builds = load(o.runs, o.mixed)
 
     first = runs[0]
     commits = sorted({(r.get("commit") or "not recorded")[:12] + (" (changed tree)" if r.get("tree_changed") else "")
@@ -108,38 +113,38 @@ def main():
     print(f"| target | rounds | pooled median | {LEVEL:.0%} interval of the median | runs missing it alone "
           "| verdict |")
     print("|---|---:|---:|---|---:|---|")
-    tally = {}
+    tally = Counter()
     for i, row in enumerate(first["sync"]):
         for target in run.row_targets(row):
             rounds, alone = [], 0
             for r in runs:
                 own = r["sync"][i]
-                if (own["task"], own["concurrency"]) != (row["task"], row["concurrency"]):
-                    sys.exit("pool: the runs' sync tables differ; were they made by one run.py?")
                 # Runs made before the added p50 of every round was kept have only their median.
                 got = own.get(target.rounds) or ([own[target.key]] if own[target.key] is not None else [])
                 rounds += got
                 alone += own[target.key] is None or not target.met(own[target.key])
             if not rounds:
                 print(f"| {target.name} | 0 | n/a | n/a | {alone} of {len(runs)} | not measured |")
-                tally["not measured"] = tally.get("not measured", 0) + 1
+                tally["not measured"] += 1
                 continue
             lo, hi, cover = median_interval(rounds)
             judged = verdict(target, lo, hi) if cover >= LEVEL else "too few rounds"
-            tally[judged] = tally.get(judged, 0) + 1
+            tally[judged] += 1
             interval = f"{fmt(target, lo)} to {fmt(target, hi)}"
             if cover < LEVEL:
                 interval += f" (the range: {cover:.0%} only)"
             print(f"| {target.name} | {len(rounds)} | {fmt(target, statistics.median(rounds))} | {interval} "
                   f"| {alone} of {len(runs)} | {judged} |")
-    for j, (target, _) in enumerate(run.resource_targets(first)):
-        values = [run.resource_targets(r)[j][1] for r in runs]
+    # A run made before the reload benchmark existed has no reload target: match them by name.
+    per_run = [{t.name: value for t, value in run.resource_targets(r)} for r in runs]
+    for target, _ in run.resource_targets(first):
+        values = [got[target.name] for got in per_run if target.name in got]
         worst = max(values) if not target.at_least else min(values)
         judged = "met" if target.met(worst) else "missed"
-        tally[judged] = tally.get(judged, 0) + 1
+        tally[judged] += 1
         alone = sum(not target.met(v) for v in values)
         print(f"| {target.name} | {len(values)} runs | worst {worst:.1f} {target.unit} | | "
-              f"{alone} of {len(runs)} | {judged} |")
+              f"{alone} of {len(values)} | {judged} |")
     print("\n" + ", ".join(f"{n} {v}" for v, n in sorted(tally.items())))
     return 0
 

@@ -103,6 +103,16 @@ class WholeRuns(unittest.TestCase):
         self.assertEqual(code, 0)
         self.assertIn("service binary b1, b2", out)
 
+    def test_runs_of_other_cells_are_refused(self):
+        a = result_file(self.dir.name, "a.json", [1.0] * 7)
+        b = Path(result_file(self.dir.name, "b.json", [1.0] * 7))
+        fewer = json.loads(b.read_text())
+        fewer["sync"].pop()
+        b.write_text(json.dumps(fewer))
+        code, _, err = pool_lines(a, str(b))
+        self.assertNotEqual(code, 0)
+        self.assertIn("b.json has other sync cells", err)
+
     def test_a_file_that_is_not_a_result_is_named(self):
         bad = Path(self.dir.name) / "bad.json"
         bad.write_text("[1, 2]")
