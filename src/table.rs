@@ -12,7 +12,9 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, Local};
 use heck::ToKebabCase;
 
-use crate::config::{self, ConfigError, ConfigErrors, ExternalTask};
+use serde_json::Value;
+
+use crate::config::{self, ConfigError, ConfigErrors, ExternalTask, Schedule};
 use crate::runner::Invocation;
 use crate::tasks::{self, DynTask};
 
@@ -26,8 +28,8 @@ pub fn segment(s: &str) -> String {
 pub enum TaskKind {
     /// A script or binary from the YAML.
     External {
-        /// The task as configured.
-        task: ExternalTask,
+        /// The task as configured (boxed: it is much larger than the other variant).
+        task: Box<ExternalTask>,
         /// How to start it.
         invocation: Invocation,
     },
@@ -44,21 +46,17 @@ pub struct Task {
     pub cluster_type: String,
     /// `<cluster-type-segment>/<name-segment>`, the part after `/sync/` and `/async/`.
     pub path: String,
-    /// Whether the task is served (disabled built-ins are listed in discovery only).
+    /// Whether schedulers should schedule it; a disabled task is served all the same.
     pub enabled: bool,
+    /// The body a scheduler posts on schedule.
+    pub empty_param: Value,
+    /// When a scheduler should run it, if its definition says.
+    pub schedule: Option<Schedule>,
     /// What runs.
     pub kind: TaskKind,
 }
 
 impl Task {
-    /// Whether the task can be called with no body at all.
-    pub fn empty_param(&self) -> bool {
-        match &self.kind {
-            TaskKind::External { .. } => true,
-            TaskKind::Builtin(t) => t.accepts_empty(),
-        }
-    }
-
     /// A short description for listings and documents.
     pub fn description(&self) -> String {
         match &self.kind {
@@ -83,9 +81,8 @@ pub struct RouteTable {
     pub loaded_at: DateTime<Local>,
     /// SHA-less but stable checksum of the config text (FNV-1a 64, hex).
     pub checksum: String,
-    /// Every task by path, sorted, including disabled built-ins.
+    /// Every task by path, sorted.
     pub tasks: BTreeMap<String, Arc<Task>>,
-    by_path: HashMap<String, Arc<Task>>,
 }
 
 impl RouteTable {
@@ -104,11 +101,26 @@ impl RouteTable {
                 segment(builtin.cluster_type()),
                 segment(builtin.name())
             );
+            let schedule = match builtin.schedule().map(Schedule::from_line) {
+                None => None,
+                Some(Ok(s)) => Some(s),
+                Some(Err(problems)) => {
+                    errors.extend(problems.into_iter().map(|p| {
+                        ConfigError::file(format!(
+                            "built-in task `{}`: field `schedule`: {p}",
+                            builtin.name()
+                        ))
+                    }));
+                    None
+                }
+            };
             let task = Task {
                 name: builtin.name().to_string(),
                 cluster_type: builtin.cluster_type().to_string(),
                 path: path.clone(),
                 enabled: builtin.enabled(),
+                empty_param: builtin.empty_param(),
+                schedule,
                 kind: TaskKind::Builtin(builtin),
             };
             tasks.insert(path, Arc::new(task));
@@ -147,9 +159,11 @@ impl RouteTable {
                     name: t.name.clone(),
                     cluster_type: t.cluster_type.clone(),
                     path,
-                    enabled: true,
+                    enabled: t.enable,
+                    empty_param: Value::from(t.empty_param.clone()),
+                    schedule: t.schedule.clone(),
                     kind: TaskKind::External {
-                        task: t,
+                        task: Box::new(t),
                         invocation,
                     },
                 }),
@@ -158,33 +172,25 @@ impl RouteTable {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        let by_path = tasks
-            .iter()
-            .filter(|(_, t)| t.enabled)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
         Ok(Self {
             generation,
             loaded_at: Local::now(),
             checksum: checksum(config_text.as_bytes()),
             tasks,
-            by_path,
         })
     }
 
-    /// The enabled task at `<ct>/<name>`.
+    /// The task at `<ct>/<name>`.
     pub fn get(&self, path: &str) -> Option<&Arc<Task>> {
-        self.by_path.get(path)
+        self.tasks.get(path)
     }
 
     /// Every route served, in the order `/list` shows them: task routes by path, then the fixed API.
     pub fn routes(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::with_capacity(self.by_path.len() * 2 + FIXED_ROUTES.len());
-        for (path, task) in &self.tasks {
-            if task.enabled {
-                out.push(("POST", format!("/async/{path}")));
-                out.push(("POST", format!("/sync/{path}")));
-            }
+        let mut out = Vec::with_capacity(self.tasks.len() * 2 + FIXED_ROUTES.len());
+        for path in self.tasks.keys() {
+            out.push(("POST", format!("/async/{path}")));
+            out.push(("POST", format!("/sync/{path}")));
         }
         out.sort_by(|a, b| a.1.cmp(&b.1));
         out.extend(FIXED_ROUTES.iter().map(|(m, p)| (*m, p.to_string())));

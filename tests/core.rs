@@ -541,11 +541,12 @@ async fn list_and_discovery() {
     let demo1 = items.iter().find(|i| i["name"] == "demo1").unwrap();
     assert_eq!(
         demo1,
-        &json!({"name": "demo1", "cluster_type": "TendbCluster", "url": "tendb-cluster/demo1", "empty_param": true, "enable": true})
+        &json!({"name": "demo1", "cluster_type": "TendbCluster", "url": "tendb-cluster/demo1",
+                "empty_param": [], "enable": true, "description": demo1["description"]})
     );
     let counter = items.iter().find(|i| i["name"] == "counter").unwrap();
     assert_eq!(counter["url"], "tendb-ha/counter");
-    assert_eq!(counter["empty_param"], false);
+    assert_eq!(counter["empty_param"], json!({"counter": 0}));
 }
 
 #[tokio::test]

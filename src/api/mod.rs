@@ -25,6 +25,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService};
 use uuid::Uuid;
 
 use crate::app::{self, App};
+use crate::config::Schedule;
 use crate::reload::{ConfigStatus, Trigger};
 use crate::sessions::{KillError, SessionInfo};
 
@@ -46,7 +47,9 @@ pub struct RouteInfo {
     pub path: String,
 }
 
-/// One task of `/discovery`, as the Django side registers periodic tasks from it.
+/// One task of `/discovery`, as the Django side registers periodic tasks from it: skip it when
+/// `enable` is false, schedule it with `crontab(**crontab)` (or the scheduler's own default when
+/// there is no `crontab`), and `POST /async/<url>` with `empty_param` as the body.
 #[derive(Debug, Clone, Object)]
 pub struct DiscoveryItem {
     /// Task name as configured.
@@ -55,10 +58,44 @@ pub struct DiscoveryItem {
     pub cluster_type: String,
     /// `<cluster-type>/<name>` in kebab case: the part after `/sync/` or `/async/`.
     pub url: String,
-    /// Whether the task can be called with no body.
-    pub empty_param: bool,
-    /// Whether the task is served.
+    /// Whether schedulers should schedule the task; a disabled task is served all the same.
     pub enable: bool,
+    /// The body a scheduler posts on schedule: `[]` unless the task says otherwise.
+    pub empty_param: serde_json::Value,
+    /// The task's schedule as the keyword arguments of `celery.schedules.crontab`; absent (not
+    /// null) when the task has none.
+    #[oai(skip_serializing_if_is_none)]
+    pub crontab: Option<Crontab>,
+    /// What the task does.
+    pub description: String,
+}
+
+/// A schedule as the keyword arguments of `celery.schedules.crontab`, every one a string.
+#[derive(Debug, Clone, Object)]
+pub struct Crontab {
+    /// Minutes, 0-59, e.g. `*/5`.
+    pub minute: String,
+    /// Hours, 0-23.
+    pub hour: String,
+    /// Days of the week, 0-6 with Sunday 0, or names (`mon-fri`).
+    pub day_of_week: String,
+    /// Days of the month, 1-31.
+    pub day_of_month: String,
+    /// Months, 1-12.
+    pub month_of_year: String,
+}
+
+impl From<&Schedule> for Crontab {
+    fn from(s: &Schedule) -> Self {
+        let get = |name| s.get(name).to_string();
+        Self {
+            minute: get("minute"),
+            hour: get("hour"),
+            day_of_week: get("day_of_week"),
+            day_of_month: get("day_of_month"),
+            month_of_year: get("month_of_year"),
+        }
+    }
 }
 
 /// Selects one session.
@@ -160,8 +197,10 @@ impl Api {
                 name: t.name.clone(),
                 cluster_type: t.cluster_type.clone(),
                 url: t.path.clone(),
-                empty_param: t.empty_param(),
                 enable: t.enabled,
+                empty_param: t.empty_param.clone(),
+                crontab: t.schedule.as_ref().map(Crontab::from),
+                description: t.description(),
             })
             .collect();
         Json(Envelope::ok(items))

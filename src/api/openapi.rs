@@ -24,6 +24,7 @@ use serde_json::{json, Map, Value};
 
 use super::{Api, ErrorEnvelope, MAX_BODY};
 use crate::app::App;
+use crate::config::Schedule;
 use crate::table::{RouteTable, Task, TaskKind};
 
 /// The document's title.
@@ -134,7 +135,7 @@ pub fn document(table: &RouteTable) -> Value {
     let mut paths = BTreeMap::new();
     doc_routes(&mut paths);
     let mut cluster_types = BTreeSet::new();
-    for task in table.tasks.values().filter(|t| t.enabled) {
+    for task in table.tasks.values() {
         cluster_types.insert(task.cluster_type.clone());
         let body = request_body(task, &mut registry);
         paths.insert(
@@ -249,6 +250,23 @@ fn operation_id(kind: &str, task: &Task) -> String {
     format!("{kind}__{}", task.path.replace('/', "__").replace('-', "_"))
 }
 
+/// How schedulers treat `task`, in words for the operation's description (the same facts are in
+/// the operation's `x-enabled` and `x-schedule`).
+fn scheduling(task: &Task) -> String {
+    let when = match &task.schedule {
+        Some(s) => format!(
+            "Scheduled at `{}` (minute hour day-of-month month day-of-week)",
+            s.line()
+        ),
+        None => "No schedule of its own: schedulers use their default".to_string(),
+    };
+    if task.enabled {
+        format!("{when}, with the body `{}`.", task.empty_param)
+    } else {
+        format!("Disabled: schedulers skip it ({}).", when.to_lowercase())
+    }
+}
+
 fn sync_operation(task: &Task, body: Value) -> Value {
     let mut responses = Map::new();
     responses.insert(
@@ -264,10 +282,13 @@ fn sync_operation(task: &Task, body: Value) -> Value {
         "tags": [task.cluster_type],
         "summary": task.description(),
         "description": format!(
-            "Runs `{}` and waits for it to end. If the caller disconnects first, the run is killed.",
-            task.name
+            "Runs `{}` and waits for it to end. If the caller disconnects first, the run is killed.\n\n{}",
+            task.name,
+            scheduling(task)
         ),
         "operationId": operation_id("sync", task),
+        "x-enabled": task.enabled,
+        "x-schedule": task.schedule.as_ref().map(Schedule::line),
         "requestBody": body,
         "responses": responses,
     })
@@ -288,10 +309,13 @@ fn async_operation(task: &Task, body: Value) -> Value {
         "summary": format!("{} (in the background)", task.description()),
         "description": format!(
             "Starts `{}` as a session and answers at once with the session id. \
-             `POST /async/query` shows its state and result, `POST /async/kill` stops it.",
-            task.name
+             `POST /async/query` shows its state and result, `POST /async/kill` stops it.\n\n{}",
+            task.name,
+            scheduling(task)
         ),
         "operationId": operation_id("async", task),
+        "x-enabled": task.enabled,
+        "x-schedule": task.schedule.as_ref().map(Schedule::line),
         "requestBody": body,
         "responses": responses,
     })
@@ -453,18 +477,23 @@ mod tests {
 
     const YAML: &str = "
 - {name: demo1, cluster_type: TendbCluster, language: sh, executable: echo, args: [a], collected: false}
-- {name: cluster_demo1, cluster_type: tendb, language: sh, executable: echo, collected: false}
+- {name: cluster_demo1, cluster_type: tendb, language: sh, executable: echo, collected: false, schedule: '*/5 2-4 * * 1-5', enable: false}
 ";
 
     #[test]
-    fn every_enabled_task_gets_both_operations_with_distinct_ids() {
+    fn every_task_gets_both_operations_with_distinct_ids_and_its_scheduling() {
         let t = table(YAML);
         let doc = document(&t);
         let mut ids = BTreeSet::new();
         for task in t.tasks.values() {
             for kind in ["sync", "async"] {
                 let op = &doc["paths"][format!("/{kind}/{}", task.path)]["post"];
-                assert_eq!(op.is_object(), task.enabled, "{kind} {}", task.path);
+                assert!(op.is_object(), "{kind} {}", task.path);
+                assert_eq!(op["x-enabled"], task.enabled, "{kind} {}", task.path);
+                assert_eq!(
+                    op["x-schedule"].as_str(),
+                    task.schedule.as_ref().map(Schedule::line).as_deref()
+                );
                 if let Some(id) = op["operationId"].as_str() {
                     assert!(ids.insert(id.to_string()), "duplicate operationId {id}");
                 }
@@ -473,6 +502,14 @@ mod tests {
         // `tendb-cluster/demo1` and `tendb/cluster-demo1` must not share an id.
         assert!(ids.contains("sync__tendb_cluster__demo1"), "{ids:?}");
         assert!(ids.contains("sync__tendb__cluster_demo1"), "{ids:?}");
+        let op = &doc["paths"]["/async/tendb/cluster-demo1"]["post"];
+        assert_eq!(op["x-schedule"], "*/5 2-4 * * 1-5");
+        assert_eq!(op["x-enabled"], false);
+        let text = op["description"].as_str().unwrap();
+        assert!(
+            text.contains("Disabled: schedulers skip it (scheduled at `*/5 2-4 * * 1-5`"),
+            "{text}"
+        );
     }
 
     #[test]

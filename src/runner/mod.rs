@@ -115,6 +115,9 @@ mod tests {
             args: args.iter().map(|s| s.to_string()).collect(),
             collected,
             description: None,
+            enable: true,
+            empty_param: Vec::new(),
+            schedule: None,
         }
     }
 

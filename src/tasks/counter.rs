@@ -23,9 +23,15 @@ impl RustTask for Counter {
     const NAME: &'static str = "counter";
     const DESCRIPTION: &'static str =
         "Demo: counts `counter` seconds, one log line per second, then answers \"hello world\"";
+    // A demo: served, but never scheduled, as in the original service.
+    const ENABLED: bool = false;
 
     fn example() -> CounterParams {
         CounterParams { counter: 3 }
+    }
+
+    fn empty_param() -> CounterParams {
+        CounterParams { counter: 0 }
     }
 
     async fn run(&self, params: CounterParams, ctx: TaskContext) -> Result<String, String> {

@@ -73,11 +73,18 @@ pub trait RustTask: Send + Sync + 'static {
     const NAME: &'static str;
     /// One line for `/discovery` and the OpenAPI summary.
     const DESCRIPTION: &'static str;
-    /// Disabled tasks are listed in `/discovery` but not served.
+    /// Whether schedulers should schedule it (`enable` in `/discovery`); it is served either way.
     const ENABLED: bool = true;
+    /// When a scheduler should run it: a crontab line in Celery's dialect (see
+    /// [`Schedule`](crate::config::Schedule)), checked when the route table is built. `None`
+    /// leaves the choice to the scheduler's default.
+    const SCHEDULE: Option<&'static str> = None;
 
     /// Parameters to show as the example in the OpenAPI document.
     fn example() -> Self::Params;
+
+    /// The parameters a scheduler posts on schedule (`empty_param` in `/discovery`).
+    fn empty_param() -> Self::Params;
 
     /// Runs once. `Ok` is the answer's `data`; `Err` its failure message.
     fn run(
@@ -102,6 +109,10 @@ pub trait DynTask: Send + Sync {
     fn description(&self) -> &'static str;
     /// See [`RustTask::ENABLED`].
     fn enabled(&self) -> bool;
+    /// See [`RustTask::SCHEDULE`].
+    fn schedule(&self) -> Option<&'static str>;
+    /// See [`RustTask::empty_param`], as JSON.
+    fn empty_param(&self) -> Value;
     /// Whether an empty body is valid.
     fn accepts_empty(&self) -> bool;
     /// The example parameters as JSON.
@@ -128,6 +139,12 @@ impl<T: RustTask> DynTask for Registered<T> {
     fn enabled(&self) -> bool {
         T::ENABLED
     }
+    fn schedule(&self) -> Option<&'static str> {
+        T::SCHEDULE
+    }
+    fn empty_param(&self) -> Value {
+        T::empty_param().to_json().unwrap_or(Value::Null)
+    }
     fn accepts_empty(&self) -> bool {
         T::Params::parse_from_json(Some(Value::Object(Default::default()))).is_ok()
     }
@@ -143,5 +160,29 @@ impl<T: RustTask> DynTask for Registered<T> {
         Ok(Box::new(move |ctx| {
             Box::pin(async move { self.0.run(params, ctx).await })
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_takes_its_own_empty_param_and_schedule() {
+        for task in registry() {
+            let body = task.empty_param();
+            assert!(
+                task.clone().prepare(body.clone()).is_ok(),
+                "{} refuses its own empty_param {body}",
+                task.name()
+            );
+            if let Some(line) = task.schedule() {
+                assert!(
+                    crate::config::Schedule::from_line(line).is_ok(),
+                    "{}",
+                    task.name()
+                );
+            }
+        }
     }
 }
