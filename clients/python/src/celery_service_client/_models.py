@@ -43,8 +43,8 @@ def parse_time(text: str) -> datetime:
 
 
 def format_time(value: datetime) -> str:
-    """The inverse of :func:`parse_time` (milliseconds kept, as the service writes them)."""
-    return value.isoformat(timespec="milliseconds")
+    """The inverse of :func:`parse_time`, to the microsecond."""
+    return value.isoformat(timespec="microseconds")
 
 
 def _field(obj: Mapping[str, Any], key: str, kind: type[_T], what: str) -> _T:
