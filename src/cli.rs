@@ -22,13 +22,14 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start the service. Boxed: it has many flags and the other variants few.
+    /// Serve every configured task over HTTP, reloading the task config when it changes.
+    // Boxed because its flags make it much larger than the other variants.
     Run(Box<RunArgs>),
-    /// Validate the external task config and print its routes; exits non-zero naming every error.
+    /// Check the task config and print its routes; exits non-zero naming every error.
     Check(ConfigArgs),
-    /// Print every route the config would serve.
+    /// Print every route the task config would serve.
     List(ConfigArgs),
-    /// Print the OpenAPI document the service would serve for the config.
+    /// Print or write the OpenAPI document the service would serve for the task config.
     Openapi(OpenapiArgs),
     /// Print the version.
     Version,

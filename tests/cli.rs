@@ -129,6 +129,26 @@ fn version_and_help_name_every_variable() {
     ] {
         assert!(help.contains(var), "{var} missing from help:\n{help}");
     }
+    // The top-level help says what each subcommand does, for a user, not for the code's readers.
+    let out = Command::new(common::binary())
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for (command, says) in [
+        ("run", "Serve every configured task over HTTP"),
+        ("check", "Check the task config"),
+        ("list", "Print every route"),
+        ("openapi", "OpenAPI document"),
+        ("version", "Print the version"),
+    ] {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(command))
+            .unwrap_or_else(|| panic!("{command} missing from:\n{help}"));
+        assert!(line.contains(says), "{line}");
+    }
+    assert!(!help.contains("Boxed"), "{help}");
 }
 
 #[test]

@@ -384,7 +384,7 @@ impl Cache {
         let rendered = Arc::new(Rendered {
             generation: table.generation,
             json: to_json(&doc).into(),
-            yaml: serde_yaml::to_string(&doc).unwrap_or_default().into(),
+            yaml: serde_yaml_ng::to_string(&doc).unwrap_or_default().into(),
         });
         *slot = Some(rendered.clone());
         rendered

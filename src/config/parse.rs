@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path};
 
-use serde_yaml::{Mapping, Value};
+use serde_yaml_ng::{Mapping, Value};
 
 use super::schedule::{Schedule, ScheduleError, FIELDS};
 use super::{ConfigError, ConfigErrors, ExternalTask, Language, TaskRef};
@@ -24,7 +24,7 @@ const KNOWN_FIELDS: &[&str] = &[
 
 /// Parses and validates the whole task list. `collect_dir` is where collected executables live.
 pub fn parse_tasks(text: &str, collect_dir: &Path) -> Result<Vec<ExternalTask>, ConfigErrors> {
-    let doc: Value = serde_yaml::from_str(text)
+    let doc: Value = serde_yaml_ng::from_str(text)
         .map_err(|e| ConfigErrors(vec![ConfigError::file(format!("not valid YAML: {e}"))]))?;
     let items = match doc {
         Value::Null => return Ok(Vec::new()),
