@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from celery_service_client import Client
+
 from harness import Redis, Service
 
 

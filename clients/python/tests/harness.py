@@ -77,6 +77,8 @@ class Service:
     passes its environment, ``CS_TEST_OUT`` included, to every task).
     """
 
+    url: str
+
     def __init__(self, dir: Path, yaml: str) -> None:
         self.dir = dir
         self.out = dir / "out"

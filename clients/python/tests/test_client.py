@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from functools import partial
 
 import pytest
 
@@ -26,6 +27,7 @@ from celery_service_client import (
     WaitTimeout,
 )
 from celery_service_client._errors import error_for, parse_retry_after
+
 from harness import Service, free_port, pid_gone, poll
 
 YAML = """
@@ -125,9 +127,10 @@ def test_unknown_and_malformed_session_ids(client: Client) -> None:
 
 
 def test_unreachable_service_raises_transport_error() -> None:
-    with Client(f"http://127.0.0.1:{free_port()}", timeout=5) as client, pytest.raises(
-        TransportError
-    ) as err:
+    with (
+        Client(f"http://127.0.0.1:{free_port()}", timeout=5) as client,
+        pytest.raises(TransportError) as err,
+    ):
         client.list()
     assert err.value.status is None
 
@@ -150,7 +153,11 @@ def test_async_run_wait_and_sessions(client: Client, service: Service) -> None:
 def test_wait_times_out_and_kill_ends_the_run(client: Client, service: Service) -> None:
     sid = client.run_async("probe/hang")
     pids_file = service.out / f"{sid}.pids"
-    pids = poll("the script's pids", lambda: pids_file.exists() and pids_file.read_text(), 10)
+
+    def pids_written() -> str | None:
+        return pids_file.read_text() if pids_file.exists() else None
+
+    pids = poll("the script's pids", pids_written, 10)
     with pytest.raises(WaitTimeout) as err:
         client.wait(sid, poll_interval=0.05, timeout=0.3)
     assert isinstance(err.value, TimeoutError)
@@ -160,7 +167,7 @@ def test_wait_times_out_and_kill_ends_the_run(client: Client, service: Service) 
     killed = client.kill(sid)
     assert killed.done and killed.error.startswith("killed on request")
     for pid in map(int, pids.split()):
-        poll(f"pid {pid} to end", lambda pid=pid: pid_gone(pid), 10)
+        poll(f"pid {pid} to end", partial(pid_gone, pid), 10)
 
 
 # The statuses the service does not produce yet (auth, rate limits, conflicts) are mapped by

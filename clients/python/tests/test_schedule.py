@@ -18,6 +18,7 @@ from celery_service_client.celery import (
     register_periodic_tasks,
     scheduled_tick,
 )
+
 from harness import Service, free_port, poll
 
 TASK = """
@@ -53,7 +54,9 @@ def app() -> Celery:
     return a
 
 
-def test_discovery_carries_the_yaml_schedules(start_service: StartService, client_of: ClientOf):
+def test_discovery_carries_the_yaml_schedules(
+    start_service: StartService, client_of: ClientOf
+) -> None:
     entries = {e.url: e for e in client_of(start_service(YAML)).discovery()}
     assert entries["probe/nightly"].crontab == {
         "minute": "30",
@@ -71,7 +74,7 @@ def test_discovery_carries_the_yaml_schedules(start_service: StartService, clien
     assert entries["probe/plain"].empty_param == []
 
 
-def test_beat_schedule_matches_the_yaml(start_service: StartService, client_of: ClientOf):
+def test_beat_schedule_matches_the_yaml(start_service: StartService, client_of: ClientOf) -> None:
     a = app()
     ours = register_periodic_tasks(a, client_of(start_service(YAML)))
     beat = a.conf.beat_schedule
@@ -94,7 +97,9 @@ def test_beat_schedule_matches_the_yaml(start_service: StartService, client_of: 
     assert plain["args"] == ("probe/plain", [])
 
 
-def test_default_schedule_is_chosen_or_skipped(start_service: StartService, client_of: ClientOf):
+def test_default_schedule_is_chosen_or_skipped(
+    start_service: StartService, client_of: ClientOf
+) -> None:
     client = client_of(start_service(YAML))
     a = app()
     ours = register_periodic_tasks(a, client, default_schedule=crontab(minute="5"))
@@ -108,7 +113,7 @@ def test_default_schedule_is_chosen_or_skipped(start_service: StartService, clie
 
 def test_an_edited_yaml_shows_up_after_reregistration(
     start_service: StartService, client_of: ClientOf
-):
+) -> None:
     service = start_service(YAML)
     client = client_of(service)
     a = app()
@@ -140,15 +145,18 @@ def test_an_edited_yaml_shows_up_after_reregistration(
     assert beat[f"{ENTRY_PREFIX}probe/fresh"]["schedule"] == crontab(minute="*/5")
 
 
-def test_a_failed_registration_changes_nothing(start_service: StartService, client_of: ClientOf):
+def test_a_failed_registration_changes_nothing(
+    start_service: StartService, client_of: ClientOf
+) -> None:
     a = app()
     register_periodic_tasks(a, client_of(start_service(YAML)))
     before = dict(a.conf.beat_schedule)
     with Client(f"http://127.0.0.1:{free_port()}") as down, pytest.raises(TransportError):
         register_periodic_tasks(a, down)
     assert a.conf.beat_schedule == before
-    with Client(f"{client_of(start_service(YAML)).base_url}/elsewhere") as wrong, pytest.raises(
-        NotFound
+    with (
+        Client(f"{client_of(start_service(YAML)).base_url}/elsewhere") as wrong,
+        pytest.raises(NotFound),
     ):
         register_periodic_tasks(a, wrong)
     assert a.conf.beat_schedule == before
@@ -177,7 +185,9 @@ DAILY_1AM["month_of_year"] = "*"
         (None, "2026-12-01T05:17:40+00:00", "UTC", "2026-12-01T05:17Z"),
     ],
 )
-def test_idempotency_key_names_the_tick(fields, published, tz, tick):
+def test_idempotency_key_names_the_tick(
+    fields: dict[str, str] | None, published: str, tz: str, tick: str
+) -> None:
     at = datetime.fromisoformat(published)
     key = idempotency_key("probe/nightly", scheduled_tick(fields, at, ZoneInfo(tz)))
     assert key == f"probe/nightly@{tick}"

@@ -307,7 +307,12 @@ def _run(
                 if time.time() >= deadline:
                     raise
                 raise again(e.retry_after or poll, e) from e
-            logger.info("celery-service: %s started session %s", url, session_id)
+            logger.info(
+                "celery-service: %s started session %s (Idempotency-Key %s)",
+                url,
+                session_id,
+                idempotency_key,
+            )
         try:
             session = client.query(session_id)
         except NotFound:
