@@ -12,7 +12,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from datetime import timezone
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
+from celery.signals import before_task_publish
 
 from celery_service_client import Client, Session
-from celery_service_client.celery import ENTRY_PREFIX, TASK_NAME
+from celery_service_client.celery import ENTRY_PREFIX, PUBLISHED_AT_HEADER, TASK_NAME
 
 from e2e_app import make_app
 from harness import CeleryProcess, Redis, Service, pid_gone, poll
@@ -137,6 +138,56 @@ def test_a_run_returns_its_final_session(
     assert f"(Idempotency-Key probe/record@celery-task:{result.id})" in worker.text()
 
 
+DAILY_1AM = {
+    "minute": "0",
+    "hour": "1",
+    "day_of_week": "*",
+    "day_of_month": "*",
+    "month_of_year": "*",
+}
+
+
+def key_in_log(worker: CeleryProcess, session_id: str) -> str:
+    m = re.search(rf"started session {session_id} \(Idempotency-Key ([^)]*)\)", worker.text())
+    assert m is not None, worker.text()
+    return m.group(1)
+
+
+def test_a_scheduled_run_is_keyed_on_its_tick(app: Celery, worker: CeleryProcess) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def record(sender: object = None, headers: Any = None, **_: object) -> None:
+        if sender == TASK_NAME:
+            seen.append(dict(headers))
+
+    before_task_publish.connect(record, weak=False)
+    try:
+        # As beat sends a daily entry: its kwargs, and the publish time install() stamps.
+        on_time = app.send_task(
+            TASK_NAME, ("probe/record", []), {"scheduled": True, "crontab": DAILY_1AM}
+        )
+        # A tick published hours late (beat catching up) still stands for its 01:00.
+        late = app.send_task(
+            TASK_NAME,
+            ("probe/record", []),
+            {"scheduled": True, "crontab": DAILY_1AM},
+            headers={PUBLISHED_AT_HEADER: "2026-01-01T05:17:30+00:00"},
+        )
+    finally:
+        before_task_publish.disconnect(record)
+    assert PUBLISHED_AT_HEADER in seen[0]
+    assert seen[1][PUBLISHED_AT_HEADER] == "2026-01-01T05:17:30+00:00"
+
+    now = datetime.now(timezone.utc)
+    last_1am = now.replace(hour=1, minute=0, second=0, microsecond=0)
+    if last_1am > now:
+        last_1am -= timedelta(days=1)
+    first = Session.from_json(on_time.get(timeout=30))
+    assert key_in_log(worker, first.id) == f"probe/record@{last_1am:%Y-%m-%dT%H:%MZ}"
+    second = Session.from_json(late.get(timeout=30))
+    assert key_in_log(worker, second.id) == "probe/record@2026-01-01T01:00Z"
+
+
 def test_a_hung_run_is_killed_when_the_poller_gives_up(
     app: Celery, worker: CeleryProcess, service: Service, client: Client
 ) -> None:
@@ -190,6 +241,4 @@ def test_scheduled_tasks_fire_with_their_empty_param(
         assert (service.out / f"{session.id}.argv").read_text().splitlines() == argv
         # The key names the minute beat fired for (the run starts within seconds of it).
         tick = session.start_at.astimezone(timezone.utc).replace(second=0, microsecond=0)
-        m = re.search(rf"started session {session.id} \(Idempotency-Key ([^)]*)\)", worker.text())
-        assert m is not None
-        assert m.group(1) == f"{url}@{tick:%Y-%m-%dT%H:%MZ}"
+        assert key_in_log(worker, session.id) == f"{url}@{tick:%Y-%m-%dT%H:%MZ}"

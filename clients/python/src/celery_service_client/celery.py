@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
@@ -58,7 +59,6 @@ from celery.signals import before_task_publish
 from ._client import Client
 from ._errors import (
     CeleryServiceError,
-    NotFound,
     ServiceUnavailable,
     TooManyRequests,
     TransportError,
@@ -298,13 +298,16 @@ def _run(
             args=(url, body), kwargs={**state, **changes}, countdown=countdown, exc=exc
         )
 
+    # Eager (task_always_eager, as in a project's own tests) or a plain call: there is no worker
+    # to send a retry to, so wait here instead.
+    blocking = bool(self.request.is_eager or self.request.called_directly)
     with client_from_conf(app) as client:
         if session_id is None:
             try:
                 session_id = client.run_async(url, body, idempotency_key=idempotency_key)
             except (TransportError, TooManyRequests, ServiceUnavailable) as e:
                 # The same key makes a second submission safe once the service honours it.
-                if time.time() >= deadline:
+                if blocking or time.time() >= deadline:
                     raise
                 raise again(e.retry_after or poll, e) from e
             logger.info(
@@ -313,25 +316,31 @@ def _run(
                 session_id,
                 idempotency_key,
             )
-        try:
-            session = client.query(session_id)
-        except NotFound:
-            # Sessions live in the service's memory: it was restarted and the run is lost.
-            raise
-        except TransportError as e:
+        while True:
+            try:
+                # NotFound goes up: sessions live in the service's memory, so it was restarted
+                # and the run is lost.
+                session: Session | None = client.query(session_id)
+            except TransportError as e:
+                if time.time() >= deadline:
+                    raise
+                if not blocking:
+                    raise again(poll, e, session_id=session_id) from e
+                session = None
+            if session is not None and session.done:
+                break
             if time.time() >= deadline:
-                raise
-            raise again(poll, e, session_id=session_id) from e
-        if not session.done:
-            if time.time() < deadline:
+                logger.warning(
+                    "celery-service: %s session %s still running after %s s: killing it",
+                    url,
+                    session_id,
+                    timeout if timeout is not None else conf.get("celery_service_timeout", 3600),
+                )
+                session = client.kill(session_id)
+                break
+            if not blocking:
                 raise again(poll, session_id=session_id)
-            logger.warning(
-                "celery-service: %s session %s still running after %s s: killing it",
-                url,
-                session_id,
-                timeout if timeout is not None else conf.get("celery_service_timeout", 3600),
-            )
-            session = client.kill(session_id)
+            time.sleep(max(0.0, min(poll, deadline - time.time())))
     _log_end(url, session)
     return session.to_json()
 
@@ -339,7 +348,8 @@ def _run(
 def _key_for(task: RunTask, url: str, scheduled: bool, fields: Mapping[str, str] | None) -> str:
     if scheduled:
         return idempotency_key(url, scheduled_tick(fields, _published_at(task), task.app.timezone))
-    return f"{url.strip('/')}@celery-task:{task.request.id}"
+    # A plain call has no task id; any run of its own is then a new run.
+    return f"{url.strip('/')}@celery-task:{task.request.id or uuid.uuid4()}"
 
 
 def _log_end(url: str, session: Session) -> None:
