@@ -69,11 +69,13 @@ if TYPE_CHECKING:
     RunTask = Task[..., dict[str, Json]]
 
 __all__ = [
+    "DEFAULT_SCHEDULE",
     "ENTRY_PREFIX",
     "PUBLISHED_AT_HEADER",
     "TASK_NAME",
     "DiscoveryScheduler",
     "client_from_conf",
+    "crontab_fields",
     "idempotency_key",
     "install",
     "register_periodic_tasks",
