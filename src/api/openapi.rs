@@ -14,6 +14,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use bytes::Bytes;
+
 use poem::http::{header, Method, StatusCode};
 use poem::web::Data;
 use poem::{get, handler, EndpointExt, Response, Route};
@@ -21,6 +23,7 @@ use poem_openapi::registry::{MetaApi, Registry};
 use poem_openapi::types::Type;
 use poem_openapi::{Object, OpenApi, OpenApiService};
 use serde_json::{json, Map, Value};
+use tokio::sync::OnceCell;
 
 use super::{Api, ErrorEnvelope, MAX_BODY};
 use crate::app::App;
@@ -339,52 +342,80 @@ fn doc_routes(paths: &mut BTreeMap<String, Value>) {
     );
 }
 
-/// The rendered document of one table generation.
-struct Rendered {
-    generation: u64,
-    json: Arc<str>,
-    yaml: Arc<str>,
+/// The rendered document of one table generation, as JSON and YAML.
+///
+/// `Bytes`, so every answer shares the one copy (a config of 2,000 tasks makes a 5 MB document).
+pub struct Rendered {
+    /// The document as [`to_json`] writes it.
+    pub json: Bytes,
+    /// The same document as YAML.
+    pub yaml: Bytes,
 }
 
-/// Caches the rendered document per table generation, so Swagger UI reloads cost nothing.
-#[derive(Default)]
-struct Cache(Mutex<Option<Arc<Rendered>>>);
-
-impl Cache {
-    fn get(&self, table: &RouteTable) -> Arc<Rendered> {
-        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = slot.as_ref().filter(|r| r.generation == table.generation) {
-            return r.clone();
-        }
-        let doc = document(table);
-        let rendered = Arc::new(Rendered {
-            generation: table.generation,
-            json: to_json(&doc).into(),
-            yaml: serde_yaml::to_string(&doc).unwrap_or_default().into(),
-        });
-        *slot = Some(rendered.clone());
-        rendered
+/// Renders the document of `table` (hundreds of milliseconds for thousands of tasks: call it
+/// off the serving threads).
+pub fn render(table: &RouteTable) -> Rendered {
+    let doc = document(table);
+    let yaml = serde_yaml::to_string(&doc).unwrap_or_default();
+    Rendered {
+        json: Bytes::from(to_json(&doc)),
+        yaml: Bytes::from(yaml),
     }
 }
 
-fn text(content_type: &'static str, body: impl Into<poem::Body>) -> Response {
+/// The rendered document of the current table generation, rendered once per generation on the
+/// blocking pool, by whichever request asks first; the others wait for that one rendering.
+#[derive(Default)]
+struct Cache(Mutex<Option<(u64, Arc<OnceCell<Arc<Rendered>>>)>>);
+
+impl Cache {
+    async fn get(&self, table: Arc<RouteTable>) -> Arc<Rendered> {
+        let cell = {
+            let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.as_ref() {
+                Some((generation, cell)) if *generation == table.generation => cell.clone(),
+                // A newer generation replaces the old one; an older table (a request that loaded
+                // it before a reload) is rendered without being kept.
+                Some((generation, _)) if *generation > table.generation => {
+                    Arc::new(OnceCell::new())
+                }
+                _ => {
+                    let cell = Arc::new(OnceCell::new());
+                    *slot = Some((table.generation, cell.clone()));
+                    cell
+                }
+            }
+        };
+        cell.get_or_init(|| async move {
+            match tokio::task::spawn_blocking(move || Arc::new(render(&table))).await {
+                Ok(rendered) => rendered,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => std::future::pending().await,
+            }
+        })
+        .await
+        .clone()
+    }
+}
+
+fn text(content_type: &'static str, body: Bytes) -> Response {
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, content_type)
         .header(header::CACHE_CONTROL, "no-cache")
-        .body(body)
+        .body(poem::Body::from_bytes(body))
 }
 
 #[handler]
-fn openapi_json(Data(app): Data<&Arc<App>>, Data(cache): Data<&Arc<Cache>>) -> Response {
-    let r = cache.get(&app.routes.load());
-    text("application/json", r.json.to_string())
+async fn openapi_json(Data(app): Data<&Arc<App>>, Data(cache): Data<&Arc<Cache>>) -> Response {
+    let r = cache.get(app.routes.load()).await;
+    text("application/json", r.json.clone())
 }
 
 #[handler]
-fn openapi_yaml(Data(app): Data<&Arc<App>>, Data(cache): Data<&Arc<Cache>>) -> Response {
-    let r = cache.get(&app.routes.load());
-    text("application/yaml", r.yaml.to_string())
+async fn openapi_yaml(Data(app): Data<&Arc<App>>, Data(cache): Data<&Arc<Cache>>) -> Response {
+    let r = cache.get(app.routes.load()).await;
+    text("application/yaml", r.yaml.clone())
 }
 
 /// A bundled file. The page itself is revalidated on every load; the big files behind it are
@@ -483,15 +514,19 @@ mod tests {
         assert!(a.ends_with("}\n"));
     }
 
-    #[test]
-    fn cache_renders_again_only_for_a_new_generation() {
+    #[tokio::test]
+    async fn cache_renders_again_only_for_a_new_generation() {
         let cache = Cache::default();
-        let first = cache.get(&table(YAML));
-        assert!(Arc::ptr_eq(&first, &cache.get(&table(YAML))));
+        let first = cache.get(Arc::new(table(YAML))).await;
+        assert!(Arc::ptr_eq(&first, &cache.get(Arc::new(table(YAML))).await));
         let dir = tempfile::tempdir().unwrap();
         let Ok(next) = RouteTable::build(YAML, dir.path(), 2) else {
             panic!("valid config rejected")
         };
-        assert!(!Arc::ptr_eq(&first, &cache.get(&next)));
+        let next = Arc::new(next);
+        let second = cache.get(next.clone()).await;
+        assert!(!Arc::ptr_eq(&first, &second));
+        // The answers share the cached bytes instead of copying them.
+        assert_eq!(second.json.as_ptr(), cache.get(next).await.json.as_ptr());
     }
 }
