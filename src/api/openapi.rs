@@ -356,9 +356,15 @@ pub struct Rendered {
 /// off the serving threads).
 pub fn render(table: &RouteTable) -> Rendered {
     let doc = document(table);
-    let yaml = serde_yaml::to_string(&doc).unwrap_or_default();
+    let mut json = to_json(&doc);
+    let mut yaml = serde_yaml::to_string(&doc).unwrap_or_default();
+    drop(doc);
+    // `Bytes` keeps a string's whole allocation, which its growth while rendering left up to
+    // twice the text's size.
+    json.shrink_to_fit();
+    yaml.shrink_to_fit();
     Rendered {
-        json: Bytes::from(to_json(&doc)),
+        json: Bytes::from(json),
         yaml: Bytes::from(yaml),
     }
 }
