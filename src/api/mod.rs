@@ -11,6 +11,7 @@ mod body;
 mod envelope;
 pub mod hangup;
 pub mod openapi;
+mod rendered;
 
 use std::sync::Arc;
 use std::time::Duration;
