@@ -116,7 +116,7 @@ pub struct RunArgs {
     #[arg(long, env = "CS_RELOAD_DEBOUNCE", default_value = "50ms", value_parser = humantime::parse_duration)]
     pub reload_debounce: Duration,
 
-    /// Worker threads serving requests [default: one per core, at least 2].
+    /// Threads of the async runtime that serves requests and runs [default: one per core, at least 2].
     #[arg(long, env = "CS_WORKERS")]
     pub workers: Option<usize>,
 }

@@ -12,7 +12,7 @@
 //! - [`reload`]: the one reload path (file change, SIGHUP, `POST /-/reload`) and its status.
 //! - [`app`]: the shared state and the operations the HTTP layer calls.
 //! - [`api`]: HTTP endpoints and the `{code, data, msg}` envelope.
-//! - [`server`]: the accept loop, the worker threads that serve connections, and shutdown.
+//! - [`server`]: the accept loop, one hyper connection task per client, and shutdown.
 //!
 //! [`App::load`] validates a config and [`serve`] runs the service on a listener until a
 //! shutdown future resolves, so tests start the real server on `127.0.0.1:0`.
@@ -63,7 +63,7 @@ pub struct Settings {
     pub log_max_files: usize,
     /// How long the config file must be quiet after a change before it is reloaded.
     pub reload_debounce: Duration,
-    /// How many worker threads serve requests.
+    /// How many threads the async runtime has.
     pub workers: usize,
 }
 

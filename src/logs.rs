@@ -1,13 +1,18 @@
 //! Log files: one per task (`<log-dir>/<name>.log`) and the service's own, all size-rotated.
 //!
+//! Every write goes through one writer thread ([`writer`]): logging only queues a record, so a
+//! thread serving connections never waits for a disk or a rotation.
+//!
 //! Rotation is done by `file-rotate` (`BytesSurpassed`, so a line is never split across files)
 //! rather than by hand: it already handles numbering, the bounded number of kept files and
 //! reopening after rotation.
 
+mod writer;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
-use std::io::Write;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,6 +22,8 @@ use file_rotate::compression::Compression;
 use file_rotate::suffix::AppendCount;
 use file_rotate::{ContentLimit, FileRotate};
 use uuid::Uuid;
+
+use writer::{Target, Writer};
 
 /// Which output stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,15 +68,17 @@ pub struct TaskLogs {
     dir: PathBuf,
     rotation: Rotation,
     open: Mutex<HashMap<String, Arc<TaskLog>>>,
+    writer: Arc<Writer>,
 }
 
 impl TaskLogs {
-    /// Logs live in `dir`, which must exist.
+    /// Logs live in `dir`, which must exist. Starts the writer thread.
     pub fn new(dir: PathBuf, rotation: Rotation) -> Self {
         Self {
             dir,
             rotation,
             open: Mutex::new(HashMap::new()),
+            writer: Writer::start(),
         }
     }
 
@@ -83,17 +92,67 @@ impl TaskLogs {
             .or_insert_with(|| {
                 let path = self.dir.join(format!("{name}.log"));
                 Arc::new(TaskLog {
-                    file: Mutex::new(rotating_file(&path, self.rotation)),
+                    target: Target::new(rotating_file(&path, self.rotation)),
+                    writer: self.writer.clone(),
                 })
             })
             .clone()
+    }
+
+    /// A writer appending to the rotated file at `path` through the same writer thread (for the
+    /// service's own log).
+    pub fn appender(&self, path: &Path) -> Appender {
+        Appender {
+            target: Target::new(rotating_file(path, self.rotation)),
+            writer: self.writer.clone(),
+        }
+    }
+
+    /// Resolves once every record logged before the call is in its file.
+    pub async fn flushed(&self) {
+        self.writer.flushed().await;
+    }
+
+    /// Waits until every record logged before the call is in its file (blocks the thread).
+    pub fn flush(&self) {
+        self.writer.flush();
+    }
+
+    /// Records dropped so far because the writer fell behind for too long.
+    pub fn dropped(&self) -> u64 {
+        self.writer.dropped()
+    }
+}
+
+impl Drop for TaskLogs {
+    fn drop(&mut self) {
+        self.writer.close();
+    }
+}
+
+/// Appends whatever is written to it, one record per `write`, through the log writer.
+#[derive(Clone)]
+pub struct Appender {
+    target: Arc<Target>,
+    writer: Arc<Writer>,
+}
+
+impl io::Write for Appender {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.push(&self.target, buf.to_vec());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
 /// One task's log file. Each record is one `write` of whole lines, so lines of concurrent runs
 /// interleave but never mix.
 pub struct TaskLog {
-    file: Mutex<FileRotate<AppendCount>>,
+    target: Arc<Target>,
+    writer: Arc<Writer>,
 }
 
 impl TaskLog {
@@ -123,14 +182,7 @@ impl TaskLog {
         let mut record = prefix(session, "event");
         let _ = write!(record, "{text}");
         record.push('\n');
-        self.write(record.as_bytes());
-    }
-
-    fn write(&self, record: &[u8]) {
-        let mut file = lock(&self.file);
-        if let Err(e) = file.write_all(record).and_then(|()| file.flush()) {
-            tracing::error!(error = %e, "cannot write a task log line");
-        }
+        self.writer.push(&self.target, record.into_bytes());
     }
 }
 
@@ -157,12 +209,13 @@ impl Lines<'_> {
         self.record.push(b'\n');
     }
 
-    /// Appends the lines added so far, if any, in one write, and empties the batch (its buffer
-    /// is kept for the next one, so a long output does not allocate a new one per read).
+    /// Appends the lines added so far, if any, in one write, and empties the batch. The batch's
+    /// buffer goes to the writer thread; the next batch starts a new one of the same capacity.
     pub fn write(&mut self) {
         if !self.record.is_empty() {
-            self.log.write(&self.record);
-            self.record.clear();
+            let next = Vec::with_capacity(self.record.capacity());
+            let record = std::mem::replace(&mut self.record, next);
+            self.log.writer.push(&self.log.target, record);
         }
     }
 }
@@ -258,6 +311,7 @@ mod tests {
         let log = logs.get("demo");
         let id = Uuid::new_v4();
         log.line(id, Stream::Stdout, b"hello \xff world");
+        logs.flush();
         let text = std::fs::read_to_string(dir.path().join("demo.log")).unwrap();
         assert!(
             text.ends_with(&format!("{id} stdout hello \u{fffd} world\n")),
@@ -266,6 +320,7 @@ mod tests {
         for _ in 0..20 {
             log.line(id, Stream::Stderr, b"0123456789");
         }
+        logs.flush();
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -281,6 +336,7 @@ mod tests {
         let id = Uuid::new_v4();
         let mut lines = log.lines(id, Stream::Stderr);
         lines.write();
+        logs.flush();
         let path = dir.path().join("batch.log");
         assert_eq!(std::fs::read_to_string(&path).unwrap_or_default(), "");
         lines.push(b"one");
@@ -289,6 +345,7 @@ mod tests {
         lines.write();
         lines.push(b"four");
         lines.write();
+        logs.flush();
         let text = std::fs::read_to_string(&path).unwrap();
         let tails: Vec<&str> = text
             .lines()

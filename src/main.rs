@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
@@ -13,7 +13,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 use celery_service::api::openapi;
 use celery_service::cli::{Cli, Command, ConfigArgs, OpenapiArgs, RunArgs};
 use celery_service::reload::{self, Trigger};
-use celery_service::{absolute_dir, load_table, logs, runner, serve, App, StartError};
+use celery_service::{absolute_dir, load_table, runner, serve, App, StartError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -73,20 +73,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = args.settings().map_err(anyhow::Error::msg)?;
     // Validate before anything listens or logs: a bad config must not start a half service.
     let app = App::load(settings.clone())?;
-    init_tracing(&args, &settings)?;
-    // This runtime accepts connections, watches the config and signals; requests are served by
-    // the worker threads `serve` starts (see the server module for why).
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    init_tracing(&args, &app)?;
+    // One work-stealing runtime serves everything (see the server module for why).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.workers)
+        .thread_name("cs-worker")
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&args.address)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.address))?;
-        let local = listener.local_addr()?;
-        // Listen for reloads before announcing the address, so that a change made right after
-        // startup is never missed (and SIGHUP never meets its default action, exiting).
+        // Watch for reloads before anything listens, so that a change made right after startup
+        // is never missed (and SIGHUP never meets its default action, exiting).
         let hangups = reload_on_hangup(app.clone())?;
         let watch = match reload::watch_config(app.clone()) {
             Ok(w) => Some(w),
@@ -95,6 +92,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 None
             }
         };
+        // The file may have changed between the load and the start of the watch: compare it
+        // with the loaded text now that any later change is seen.
+        reload::catch_up(&app).await;
+        let listener = tokio::net::TcpListener::bind(&args.address)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.address))?;
+        let local = listener.local_addr()?;
         let table = app.routes.load();
         tracing::info!(
             address = %local,
@@ -103,10 +107,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             "listening on {local}"
         );
         drop(table);
-        serve(app, listener, shutdown_signal()).await?;
+        serve(app.clone(), listener, shutdown_signal()).await?;
         hangups.abort();
         drop(watch);
         tracing::info!("stopped");
+        app.logs.flushed().await;
         Ok(())
     })
 }
@@ -119,7 +124,7 @@ fn reload_on_hangup(app: Arc<App>) -> anyhow::Result<tokio::task::JoinHandle<()>
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading the task config");
             // A rejection is logged and shown by `/-/config`.
-            let _ = app.reloader.reload(&app, Trigger::Hangup);
+            let _ = reload::reload_off_thread(&app, Trigger::Hangup).await;
         }
     }))
 }
@@ -140,15 +145,15 @@ async fn shutdown_signal() {
     }
 }
 
-fn init_tracing(args: &RunArgs, settings: &celery_service::Settings) -> Result<(), StartError> {
+fn init_tracing(args: &RunArgs, app: &App) -> Result<(), StartError> {
     let filter = || EnvFilter::try_from_env("CS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let file = logs::rotating_file(
-        &settings.log_dir.join("celery-service.log"),
-        settings.rotation(),
-    );
+    // Through the log writer thread, as the task logs: logging never waits for the disk.
+    let file = app
+        .logs
+        .appender(&app.settings.log_dir.join("celery-service.log"));
     let file_layer = tracing_subscriber::fmt::layer()
         .with_ansi(false)
-        .with_writer(Mutex::new(file))
+        .with_writer(move || file.clone())
         .with_filter(filter());
     let console = args.console().then(|| {
         tracing_subscriber::fmt::layer()

@@ -225,6 +225,40 @@ fn log_rejection(error: &StartError, kept: u64, trigger: Trigger) {
     );
 }
 
+/// [`Reloader::reload`] on tokio's blocking pool: reading the file and validating every task
+/// (a stat per collected script) must not hold a thread that serves connections.
+pub async fn reload_off_thread(
+    app: &Arc<App>,
+    trigger: Trigger,
+) -> Result<ConfigStatus, ReloadError> {
+    let app = app.clone();
+    match tokio::task::spawn_blocking(move || app.reloader.reload(&app, trigger)).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only when the runtime is shutting down: nobody waits for the answer any more.
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// Reloads the config if the file no longer holds the text that was loaded at startup.
+///
+/// Called once the watch is in place: a change made between the startup load and the start of
+/// the watch raised no event, and would otherwise only be seen at the next change.
+pub async fn catch_up(app: &Arc<App>) {
+    let served = app.routes.load().checksum.clone();
+    // A file-change reload rebuilds only if the checksum of the text differs from the served one.
+    match reload_off_thread(app, Trigger::FileChange).await {
+        Ok(status) if status.checksum != served => {
+            tracing::info!(
+                generation = status.generation,
+                "the config changed while the service started; reloaded it"
+            );
+        }
+        // Unchanged, or rejected (logged, and shown by `/-/config`).
+        Ok(_) | Err(_) => {}
+    }
+}
+
 /// Reloads the config each time its file changes, until dropped.
 pub struct ConfigWatch {
     _watcher: ConfigWatcher,
@@ -254,7 +288,7 @@ pub fn watch_config(app: Arc<App>) -> Result<ConfigWatch, WatchError> {
         loop {
             changed.notified().await;
             // A rejection is logged and shown by `/-/config`; nothing more to do here.
-            let _ = app.reloader.reload(&app, Trigger::FileChange);
+            let _ = reload_off_thread(&app, Trigger::FileChange).await;
         }
     });
     Ok(ConfigWatch {

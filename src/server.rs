@@ -1,32 +1,37 @@
-//! The shape of the running server: one accept loop that deals connections out in turn to a
-//! fixed number of worker threads, each running its own single-threaded tokio runtime with its
-//! own HTTP server, and the order in which all of it stops.
+//! The shape of the running server: an accept loop on tokio's multi-threaded runtime, one task
+//! per connection served by hyper with the poem application, and the order in which all of it
+//! stops.
 //!
-//! Why not one multi-threaded runtime: a sync call is a request, a child process and its pipes,
-//! and with a work-stealing runtime the events of one call (the request, the child's output,
-//! its exit) were handled on whichever worker was free, so almost every call woke another
-//! thread. Those wake-ups cost the service CPU, and the kernel charged part of them to the
-//! children that caused them: at concurrency 1 a child cost about 100 µs more CPU under the
-//! service than under the benchmark's floor (BENCHMARKS.md). Here a connection stays on one
-//! worker, and so does every run started from it. Starting a child blocks the worker that starts
-//! it until the child has called exec (the spawn is a vfork), which is why there are at least
-//! two workers even on one core.
+//! Why one work-stealing runtime: a thread that blocks (a spawn until the child has called exec,
+//! a slow disk) only holds up the task on it, and the runtime moves every other connection and
+//! run to a free thread. The service used to deal connections to per-thread single-threaded
+//! runtimes to save cross-thread wake-ups, and then one blocked thread stalled every connection
+//! and run pinned to it; the paired A/B in BENCHMARKS.md found no throughput worth that.
+//!
+//! Why hyper is driven here rather than by `poem::Server`: a client may half-close its socket
+//! after sending a request and still wait for the answer, and hyper ends such a connection on
+//! the EOF unless it is told to allow half-closed connections, which `poem::Server` does not
+//! expose. This is the same connection setup `poem::Server` makes (hyper-util's auto builder, so
+//! HTTP/1.1 and h2c both work), plus `half_close` and a [`hangup::Connection`] in every request.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use poem::listener::Acceptor;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use poem::http::uri::Scheme;
 use poem::web::{LocalAddr, RemoteAddr};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use poem::{Endpoint, EndpointExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::api;
-use crate::api::hangup::{Connections, WatchedStream};
+use crate::api::hangup;
 use crate::App;
 
 /// How long in-flight requests may take to finish once shutdown has begun.
@@ -36,39 +41,27 @@ const REQUEST_GRACE: Duration = Duration::from_secs(5);
 /// so a persistent failure does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// The default number of workers: one per core, at least 2, so that one worker held by a slow
-/// spawn never stops the service. Since spawning is cheap (BENCHMARKS.md, step 9) more workers
-/// than cores only cost: on 2 cores, 2 workers served 2.5 % more calls per second than 4 at
-/// concurrency 16 and 64, and the same at concurrency 1 (step 13).
+/// The default number of runtime worker threads: one per core, at least 2, so that one thread
+/// held by a spawn (until the child has called exec) never leaves the service without one.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
 }
 
-/// Serves `app` on `listener` with its configured number of worker threads until `shutdown`
-/// resolves, then finishes the requests in flight, kills every run still going, waits for them
-/// to be reaped and stops the workers.
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, gives the requests
+/// in flight [`REQUEST_GRACE`] to finish (a sync call still running after it is cancelled with
+/// its connection), kills every run still going and waits for them to be reaped.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
-    // At least one: the accept loop deals connections out modulo the pool's size.
-    let workers = app.settings.workers.max(1);
     let local = LocalAddr(listener.local_addr()?.into());
-    let connections = Arc::new(Connections::default());
+    let endpoint = Arc::new(api::build(app.clone()).map_to_response());
+    let connections = TaskTracker::new();
+    // Asks every connection to finish its request in flight and close.
     let stop_serving = CancellationToken::new();
-    let exit = CancellationToken::new();
-    let mut pool = Vec::with_capacity(workers);
-    for i in 0..workers {
-        pool.push(Worker::start(
-            i,
-            app.clone(),
-            local.clone(),
-            connections.clone(),
-            stop_serving.clone(),
-            exit.clone(),
-        )?);
-    }
+    // Drops every connection still open after the grace period (which cancels its sync run).
+    let drop_connections = CancellationToken::new();
     let sweeper = {
         let app = app.clone();
         tokio::spawn(async move {
@@ -83,21 +76,39 @@ pub async fn serve(
         })
     };
 
-    tokio::select! {
-        () = accept_loop(&listener, &pool) => {}
-        () = shutdown => {}
+    tokio::pin!(shutdown);
+    let mut next_id = 0u64;
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        next_id += 1;
+        let conn = Served {
+            endpoint: endpoint.clone(),
+            local: local.clone(),
+            remote: RemoteAddr(peer.into()),
+            watched: hangup::Connection::new(next_id, &stream),
+        };
+        connections.spawn(conn.serve(stream, stop_serving.clone(), drop_connections.clone()));
     }
     drop(listener);
     stop_serving.cancel();
-    let mut result = Ok(());
-    for worker in &mut pool {
-        if let Some(done) = worker.served.take() {
-            match done.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => result = Err(e),
-                Err(_) => result = Err(io::Error::other("a worker thread ended early")),
-            }
-        }
+    connections.close();
+    if tokio::time::timeout(REQUEST_GRACE, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running after the grace period are cancelled");
+        drop_connections.cancel();
+        connections.wait().await;
     }
     sweeper.abort();
     app.sessions.cancel_all();
@@ -109,142 +120,52 @@ pub async fn serve(
     {
         tracing::warn!("some runs were still ending when the service stopped");
     }
-    exit.cancel();
-    for worker in pool {
-        worker.join();
-    }
-    result
+    app.logs.flushed().await;
+    Ok(())
 }
 
-/// Accepts connections and hands them to the workers in turn; never returns.
-async fn accept_loop(listener: &TcpListener, pool: &[Worker]) {
-    let mut next = 0;
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot accept a connection");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
-        };
-        // A tokio stream belongs to the runtime that registered it; the worker registers it
-        // again with its own.
-        let stream = match stream.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot hand a connection to a worker");
-                continue;
-            }
-        };
-        // A worker only goes away when the service stops, so a failed send drops one
-        // connection of a stopping service.
-        let _ = pool[next].connections.send((stream, peer));
-        next = (next + 1) % pool.len();
-    }
-}
-
-/// One worker thread and the ways to talk to it.
-struct Worker {
-    connections: mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
-    /// Resolves when the worker's HTTP server has stopped.
-    served: Option<oneshot::Receiver<io::Result<()>>>,
-    thread: JoinHandle<()>,
-}
-
-impl Worker {
-    fn start(
-        index: usize,
-        app: Arc<App>,
-        local: LocalAddr,
-        watched: Arc<Connections>,
-        stop_serving: CancellationToken,
-        exit: CancellationToken,
-    ) -> io::Result<Self> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (served_tx, served_rx) = oneshot::channel();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let thread = std::thread::Builder::new()
-            .name(format!("cs-worker-{index}"))
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let acceptor = ChannelAcceptor {
-                        incoming: rx,
-                        local,
-                        watched: watched.clone(),
-                    };
-                    let endpoint = api::build(app, watched);
-                    let served = poem::Server::new_with_acceptor(acceptor)
-                        .run_with_graceful_shutdown(
-                            endpoint,
-                            stop_serving.cancelled_owned(),
-                            Some(REQUEST_GRACE),
-                        )
-                        .await;
-                    let _ = served_tx.send(served);
-                    // Runs started on this worker (async sessions, cancelled sync calls) are
-                    // driven by this runtime: keep it going until they are all over.
-                    exit.cancelled().await;
-                });
-            })?;
-        Ok(Self {
-            connections: tx,
-            served: Some(served_rx),
-            thread,
-        })
-    }
-
-    fn join(self) {
-        if self.thread.join().is_err() {
-            tracing::error!("a worker thread panicked");
-        }
-    }
-}
-
-/// Hands poem the connections the accept loop dealt to one worker.
-struct ChannelAcceptor {
-    incoming: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+/// One connection and what its requests need to know about it.
+struct Served<E> {
+    endpoint: Arc<E>,
     local: LocalAddr,
-    watched: Arc<Connections>,
+    remote: RemoteAddr,
+    watched: Option<Arc<hangup::Connection>>,
 }
 
-impl Acceptor for ChannelAcceptor {
-    type Io = WatchedStream;
-
-    fn local_addr(&self) -> Vec<LocalAddr> {
-        vec![self.local.clone()]
-    }
-
-    async fn accept(
-        &mut self,
-    ) -> io::Result<(
-        WatchedStream,
-        LocalAddr,
-        RemoteAddr,
-        poem::http::uri::Scheme,
-    )> {
-        loop {
-            // Once the accept loop is gone no connection comes again; poem stops this acceptor
-            // through its shutdown signal, so wait for that instead of failing.
-            let Some((stream, peer)) = self.incoming.recv().await else {
-                std::future::pending::<()>().await;
-                continue;
-            };
-            let stream = match tokio::net::TcpStream::from_std(stream) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot serve a connection");
-                    continue;
-                }
-            };
-            return Ok((
-                self.watched.watch(stream, peer),
-                self.local.clone(),
-                RemoteAddr(peer.into()),
-                poem::http::uri::Scheme::HTTP,
-            ));
+impl<E: Endpoint<Output = poem::Response> + 'static> Served<E> {
+    async fn serve(self, stream: TcpStream, stop: CancellationToken, drop_now: CancellationToken) {
+        let _ = stream.set_nodelay(true);
+        let Self {
+            endpoint,
+            local,
+            remote,
+            watched,
+        } = self;
+        let service = hyper::service::service_fn(move |mut req: poem::http::Request<Incoming>| {
+            let endpoint = endpoint.clone();
+            if let Some(watched) = &watched {
+                req.extensions_mut().insert(watched.clone());
+            }
+            let req = poem::Request::from((req, local.clone(), remote.clone(), Scheme::HTTP));
+            async move {
+                let resp = endpoint.get_response(req).await;
+                Ok::<_, Infallible>(poem::http::Response::from(resp))
+            }
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // A client that half-closes after its request still gets its answer; see `hangup`.
+        builder.http1().half_close(true);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = stop.cancelled() => {}
+            () = drop_now.cancelled() => return,
+        }
+        conn.as_mut().graceful_shutdown();
+        tokio::select! {
+            _ = conn => {}
+            () = drop_now.cancelled() => {}
         }
     }
 }

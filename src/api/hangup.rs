@@ -1,129 +1,164 @@
 //! Notices a client that hangs up while its sync call is still running.
 //!
-//! hyper does not read from an HTTP/1 connection while a handler runs, so a client that goes
-//! away is not noticed until the answer is written, and the task would run on for nobody.
-//! [`Connections::watch`] keeps a duplicate of every connection's socket, keyed by the peer
-//! address; a sync handler looks its own up and [`hung_up`] checks it for `POLLRDHUP` (the peer
-//! closed its side) a few times a second.
+//! The server (see [`crate::server`]) gives every connection a [`Connection`]: an id and a
+//! duplicate of its socket, put into each request's extensions. A sync handler turns it into a
+//! future with [`client_gone`], which checks the socket's own readiness a few times a second.
+//!
+//! # The rule
+//!
+//! TCP cannot tell a server, from what it has received, whether a client that sent FIN did
+//! `shutdown(SHUT_WR)` (it has sent its request and still waits for the answer: some HTTP
+//! clients and proxies do this) or `close()` (or was killed): both arrive as one FIN, which
+//! `poll(2)` shows as `POLLRDHUP` and a read as EOF. Only a write tells them apart: a socket
+//! that was closed answers new data with RST, a half-closed one takes it. So:
+//!
+//! - `POLLHUP` or `POLLERR` (the peer reset the connection, or it is closed both ways): gone,
+//!   the run is cancelled.
+//! - `POLLRDHUP` alone (FIN received): *maybe* gone. On an HTTP/1.1 request the connection is
+//!   probed with an interim `HTTP/1.1 100 Continue` answer, which every HTTP/1.1 client must
+//!   accept and skip before the final answer (RFC 9110 §15.2). A closed peer answers it with RST,
+//!   so the next check (100 ms later) sees `POLLHUP`/`POLLERR` and cancels; a write that fails
+//!   outright cancels at once. A half-closed peer just acknowledges it and its run goes on; the
+//!   probe is repeated every second while the run lasts, so a client that half-closes and later
+//!   goes away is still noticed within about a second. A client that never half-closes never sees
+//!   a probe.
+//! - HTTP/1.0 forbids 1xx answers, so an HTTP/1.0 request is never probed: a FIN alone never
+//!   cancels it, only a reset does. (HTTP/2 has its own stream resets: hyper drops the handler,
+//!   which cancels the run.)
+//!
+//! The probe is safe to write beside hyper: by the time a run starts the handler has read the
+//! whole body and hyper writes nothing on the connection until the handler answers. hyper itself
+//! is told to allow half-closed connections (`half_close`), or it would end the connection on
+//! the EOF. Go's `net/http` instead treats the EOF as a disconnect (its background read cancels
+//! the request's context), which is exactly the behaviour this module avoids.
 
-use std::collections::HashMap;
-use std::io;
-use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::io::{self, Write};
+use std::net::TcpStream;
+use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use poem::web::RemoteAddr;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-
-use crate::logs::lock;
+use poem::http::Version;
+use poem::Request;
+use tokio::time::{Instant, MissedTickBehavior};
 
 /// How often a running sync call checks its client.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
 
-/// The live connections, by peer address.
-#[derive(Default)]
-pub struct Connections {
-    by_peer: Mutex<HashMap<SocketAddr, Arc<OwnedFd>>>,
+/// How often a connection whose client sent FIN is probed again.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// The probe: an interim answer every HTTP/1.1 client skips.
+pub const PROBE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// One accepted connection, as the hang-up check sees it.
+pub struct Connection {
+    /// Counts connections from 1, for the log.
+    id: u64,
+    /// A duplicate of the connection's socket (the same open socket, another descriptor).
+    socket: TcpStream,
 }
 
-impl Connections {
-    /// The socket of the connection from `peer`, if it is still open.
-    pub fn socket(&self, peer: &RemoteAddr) -> Option<Arc<OwnedFd>> {
-        let addr = peer.as_socket_addr()?;
-        lock(&self.by_peer).get(addr).cloned()
-    }
+/// What the socket says about its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    /// Nothing received that says it is going.
+    Open,
+    /// It sent FIN: closed, or only half-closed.
+    SentFin,
+    /// Reset, or closed both ways: gone.
+    Gone,
+}
 
-    /// Prepares an accepted connection for serving and records it, so a sync call on it can
-    /// notice its client hanging up; it leaves the record when the returned stream is dropped.
-    pub fn watch(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) -> WatchedStream {
-        let _ = stream.set_nodelay(true);
+impl Connection {
+    /// Prepares the connection `id` for hang-up checks; `None` (logged) if its socket cannot be
+    /// duplicated, out of descriptors, say: its runs are then never cancelled by a hang-up.
+    pub fn new(id: u64, stream: &tokio::net::TcpStream) -> Option<Arc<Self>> {
         match stream.as_fd().try_clone_to_owned() {
-            Ok(dup) => {
-                lock(&self.by_peer).insert(peer, Arc::new(dup));
+            Ok(dup) => Some(Arc::new(Self {
+                id,
+                socket: TcpStream::from(dup),
+            })),
+            Err(e) => {
+                tracing::warn!(connection = id, error = %e, "cannot watch a connection for hang-ups");
+                None
             }
-            Err(e) => tracing::warn!(error = %e, "cannot watch a connection for hang-ups"),
-        }
-        WatchedStream {
-            inner: stream,
-            peer,
-            connections: self.clone(),
         }
     }
-}
 
-/// Resolves once the peer of `socket` has closed the connection.
-pub async fn hung_up(socket: Arc<OwnedFd>) {
-    // The first check waits a period too: most sync calls are over before it, and then cost no
-    // poll(2) at all.
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + CHECK_EVERY, CHECK_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        // nix has no name for POLLRDHUP (Linux only), so the flag comes from libc. Only
-        // RDHUP is asked for and HUP/ERR are always reported, so any ready event means gone
-        // (nix cannot show `revents` holding a bit it has no name for).
-        let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
-        let mut fds = [PollFd::new(socket.as_fd(), rdhup)];
+    fn peer(&self) -> Peer {
+        // `POLLHUP` and `POLLERR` are always reported; asking for nothing shows just them (nix
+        // cannot show `revents` holding `POLLRDHUP`, a bit it has no name for).
+        let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::empty())];
         if matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
-            return;
+            return Peer::Gone;
+        }
+        let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
+        let mut fds = [PollFd::new(self.socket.as_fd(), rdhup)];
+        if matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+            return Peer::SentFin;
+        }
+        Peer::Open
+    }
+
+    /// Writes the probe; `false` if the peer is certainly gone.
+    fn probe(&self) -> bool {
+        match (&self.socket).write(PROBE) {
+            Ok(n) if n == PROBE.len() => true,
+            Ok(n) => {
+                // Cannot happen on a connection that has nothing else queued; if it did, the
+                // answer would follow a broken interim one, so say so.
+                tracing::warn!(
+                    connection = self.id,
+                    written = n,
+                    "a hang-up probe was cut short"
+                );
+                true
+            }
+            // A full send buffer: the client reads nothing, but is there. Try again later.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+            Err(_) => false,
         }
     }
-}
 
-/// A connection that leaves [`Connections`] when it is dropped.
-pub struct WatchedStream {
-    inner: TcpStream,
-    peer: SocketAddr,
-    connections: Arc<Connections>,
-}
-
-impl Drop for WatchedStream {
-    fn drop(&mut self) {
-        lock(&self.connections.by_peer).remove(&self.peer);
+    /// Resolves once the client is known to be gone, by the rule in the module documentation.
+    async fn gone(self: Arc<Self>, may_probe: bool) {
+        // The first check waits a period too: most sync calls are over before it, and then cost
+        // no poll(2) at all.
+        let mut tick = tokio::time::interval_at(Instant::now() + CHECK_EVERY, CHECK_EVERY);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut probed: Option<Instant> = None;
+        loop {
+            tick.tick().await;
+            match self.peer() {
+                Peer::Open => {}
+                Peer::Gone => break,
+                Peer::SentFin if may_probe => {
+                    if probed.is_none_or(|t| t.elapsed() >= PROBE_EVERY) {
+                        probed = Some(Instant::now());
+                        if !self.probe() {
+                            break;
+                        }
+                    }
+                }
+                Peer::SentFin => {}
+            }
+        }
+        tracing::debug!(connection = self.id, "the client hung up");
     }
 }
 
-impl AsyncRead for WatchedStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for WatchedStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+/// Resolves once the client that sent `req` has gone away (never, if its connection is not
+/// watched); see the module documentation for how that is decided.
+pub fn client_gone(req: &Request) -> impl Future<Output = ()> + Send + 'static {
+    let conn = req.data::<Arc<Connection>>().cloned();
+    let may_probe = req.version() == Version::HTTP_11;
+    async move {
+        match conn {
+            Some(conn) => conn.gone(may_probe).await,
+            None => std::future::pending().await,
+        }
     }
 }

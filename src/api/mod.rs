@@ -11,6 +11,7 @@ mod body;
 mod envelope;
 pub mod hangup;
 pub mod openapi;
+mod rendered;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +19,8 @@ use std::time::Duration;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use poem::http::StatusCode;
-use poem::web::{Data, Path, RemoteAddr};
-use poem::{handler, post, Body, EndpointExt, IntoEndpoint, Response, Route};
+use poem::web::{Data, Path};
+use poem::{handler, post, Body, EndpointExt, IntoEndpoint, Request, Response, Route};
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService};
 use uuid::Uuid;
@@ -219,7 +220,10 @@ impl Api {
             Ok(id) => id,
             Err(e) => return QueryAnswer::BadRequest(Json(ErrorEnvelope::new(e))),
         };
-        match self.app.sessions.get(id) {
+        let session = self.app.sessions.get(id);
+        // A session seen as done has its log records in its file.
+        self.app.logs.flushed().await;
+        match session {
             Some(s) => QueryAnswer::Ok(Json(Envelope::ok(vec![s]))),
             None => {
                 QueryAnswer::NotFound(Json(ErrorEnvelope::new(format!("session {id} not found"))))
@@ -238,7 +242,9 @@ impl Api {
             Err(e) => return KillAnswer::BadRequest(Json(ErrorEnvelope::new(e))),
         };
         let wait = self.app.settings.kill_grace + KILL_WAIT_EXTRA;
-        match self.app.sessions.kill(id, wait).await {
+        let killed = self.app.sessions.kill(id, wait).await;
+        self.app.logs.flushed().await;
+        match killed {
             Ok(s) => KillAnswer::Ok(Json(Envelope::ok(s))),
             Err(e @ KillError::NotFound(_)) => {
                 KillAnswer::NotFound(Json(ErrorEnvelope::new(e.to_string())))
@@ -263,7 +269,7 @@ impl Api {
     /// nothing: the previous config keeps serving and the answer (HTTP 422) lists every error.
     #[oai(path = "/-/reload", method = "post")]
     async fn reload(&self) -> ReloadAnswer {
-        match self.app.reloader.reload(&self.app, Trigger::Request) {
+        match crate::reload::reload_off_thread(&self.app, Trigger::Request).await {
             Ok(status) => ReloadAnswer::Ok(Json(Envelope::ok(status))),
             Err(e) => ReloadAnswer::Rejected(Json(ErrorEnvelope::new(e.to_string()))),
         }
@@ -283,7 +289,7 @@ pub fn openapi_service(app: Arc<App>) -> OpenApiService<Api, ()> {
 }
 
 /// The whole HTTP application.
-pub fn build(app: Arc<App>, connections: Arc<hangup::Connections>) -> impl poem::Endpoint {
+pub fn build(app: Arc<App>) -> impl poem::Endpoint {
     let api = openapi_service(app.clone());
     let route = Route::new()
         .at("/sync/:cluster_type/:name", post(sync_task))
@@ -291,7 +297,6 @@ pub fn build(app: Arc<App>, connections: Arc<hangup::Connections>) -> impl poem:
         .nest("/", api);
     openapi::mount(route)
         .data(app)
-        .data(connections)
         .catch_all_error(error_envelope)
         .into_endpoint()
 }
@@ -358,21 +363,16 @@ async fn sync_task(
     Path((ct, name)): Path<(String, String)>,
     body: Body,
     Data(app): Data<&Arc<App>>,
-    Data(connections): Data<&Arc<hangup::Connections>>,
-    peer: &RemoteAddr,
+    req: &Request,
 ) -> Response {
     let (task, input) = match prepare(app, &ct, &name, body).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    let socket = connections.socket(peer);
-    let client_gone = async move {
-        match socket {
-            Some(socket) => hangup::hung_up(socket).await,
-            None => std::future::pending().await,
-        }
-    };
+    let client_gone = hangup::client_gone(req);
     let r = app.run_sync(task, input, client_gone).await;
+    // The run's log records are in its file before its answer is sent.
+    app.logs.flushed().await;
     envelope::respond_run(i32::from(!r.ok), &r.data, &r.msg)
 }
 

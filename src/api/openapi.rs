@@ -12,7 +12,11 @@
 //! inlines a document fixed at start-up instead of loading the live one.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+
+use super::rendered::Cache;
 
 use poem::http::{header, Method, StatusCode};
 use poem::web::Data;
@@ -363,52 +367,24 @@ fn doc_routes(paths: &mut BTreeMap<String, Value>) {
     );
 }
 
-/// The rendered document of one table generation.
-struct Rendered {
-    generation: u64,
-    json: Arc<str>,
-    yaml: Arc<str>,
-}
-
-/// Caches the rendered document per table generation, so Swagger UI reloads cost nothing.
-#[derive(Default)]
-struct Cache(Mutex<Option<Arc<Rendered>>>);
-
-impl Cache {
-    fn get(&self, table: &RouteTable) -> Arc<Rendered> {
-        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = slot.as_ref().filter(|r| r.generation == table.generation) {
-            return r.clone();
-        }
-        let doc = document(table);
-        let rendered = Arc::new(Rendered {
-            generation: table.generation,
-            json: to_json(&doc).into(),
-            yaml: serde_yaml_ng::to_string(&doc).unwrap_or_default().into(),
-        });
-        *slot = Some(rendered.clone());
-        rendered
-    }
-}
-
-fn text(content_type: &'static str, body: impl Into<poem::Body>) -> Response {
+fn text(content_type: &'static str, body: Bytes) -> Response {
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, content_type)
         .header(header::CACHE_CONTROL, "no-cache")
-        .body(body)
+        .body(poem::Body::from_bytes(body))
 }
 
 #[handler]
-fn openapi_json(Data(app): Data<&Arc<App>>, Data(cache): Data<&Arc<Cache>>) -> Response {
-    let r = cache.get(&app.routes.load());
-    text("application/json", r.json.to_string())
+async fn openapi_json(Data(app): Data<&Arc<App>>, Data(cache): Data<&Arc<Cache>>) -> Response {
+    let r = cache.get(app.routes.load()).await;
+    text("application/json", r.json.clone())
 }
 
 #[handler]
-fn openapi_yaml(Data(app): Data<&Arc<App>>, Data(cache): Data<&Arc<Cache>>) -> Response {
-    let r = cache.get(&app.routes.load());
-    text("application/yaml", r.yaml.to_string())
+async fn openapi_yaml(Data(app): Data<&Arc<App>>, Data(cache): Data<&Arc<Cache>>) -> Response {
+    let r = cache.get(app.routes.load()).await;
+    text("application/yaml", r.yaml.clone())
 }
 
 /// A bundled file. The page itself is revalidated on every load; the big files behind it are
@@ -520,15 +496,19 @@ mod tests {
         assert!(a.ends_with("}\n"));
     }
 
-    #[test]
-    fn cache_renders_again_only_for_a_new_generation() {
+    #[tokio::test]
+    async fn cache_renders_again_only_for_a_new_generation() {
         let cache = Cache::default();
-        let first = cache.get(&table(YAML));
-        assert!(Arc::ptr_eq(&first, &cache.get(&table(YAML))));
+        let first = cache.get(Arc::new(table(YAML))).await;
+        assert!(Arc::ptr_eq(&first, &cache.get(Arc::new(table(YAML))).await));
         let dir = tempfile::tempdir().unwrap();
         let Ok(next) = RouteTable::build(YAML, dir.path(), 2) else {
             panic!("valid config rejected")
         };
-        assert!(!Arc::ptr_eq(&first, &cache.get(&next)));
+        let next = Arc::new(next);
+        let second = cache.get(next.clone()).await;
+        assert!(!Arc::ptr_eq(&first, &second));
+        // The answers share the cached bytes instead of copying them.
+        assert_eq!(second.json.as_ptr(), cache.get(next).await.json.as_ptr());
     }
 }

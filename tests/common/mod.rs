@@ -38,9 +38,14 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// The path of the built binary.
+/// The path of the built binary, or of the one `CS_TEST_BINARY` names (to check that a test
+/// fails on an older build).
 pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_celery-service")
+    static BINARY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BINARY.get_or_init(|| {
+        std::env::var("CS_TEST_BINARY")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_celery-service").to_string())
+    })
 }
 
 impl Server {

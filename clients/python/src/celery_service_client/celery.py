@@ -146,7 +146,6 @@ def _stamp_published_at(sender: object = None, headers: Any = None, **_: object)
 def register_periodic_tasks(
     app: Celery,
     client: Client | None = None,
-    *,
     default_schedule: ScheduleArg = DEFAULT_SCHEDULE,
 ) -> dict[str, dict[str, Any]]:
     """Fills ``app.conf.beat_schedule`` from ``GET /discovery``; returns the entries it made.
