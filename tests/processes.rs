@@ -23,6 +23,11 @@ const TASKS: &str = r#"
   language: sh
   executable: echo up; exec sleep 60
   collected: false
+- name: background
+  cluster_type: Runner
+  language: sh
+  executable: sleep 5 >/dev/null 2>&1 & echo started $!
+  collected: false
 - name: hello
   cluster_type: Runner
   language: binary
@@ -61,7 +66,7 @@ fn assert_group_gone(pgid: i32, grandchild: i32, when: &str) {
 /// The task log tells every step of ending group `pgid` with `grace`.
 fn assert_logged_ending(log: &str, pgid: i32) {
     for want in [
-        format!("event SIGTERM to process group {pgid} ("),
+        format!("event SIGTERM to process group {pgid}\n"),
         format!("still alive after {GRACE} grace; SIGKILL to process group {pgid}"),
         format!("event process group {pgid} gone"),
     ] {
@@ -172,4 +177,20 @@ async fn a_run_refused_file_descriptors_fails_with_a_clear_error() {
     let (status, v) = s.post("/sync/runner/hello", None).await;
     assert_eq!(status, 200);
     assert_eq!(v, json!({"code": 0, "data": "hello", "msg": ""}));
+}
+
+#[tokio::test]
+async fn a_run_that_ends_by_itself_says_what_of_its_group_it_left_running() {
+    // A script may start a background job on purpose: the run ends when its program has exited
+    // and its pipes are closed, and the task log says what it left behind.
+    let s = Server::start(TASKS, &[]);
+    let (status, v) = s.post("/sync/runner/background", None).await;
+    assert_eq!(status, 200);
+    let pid: i32 = v["data"].as_str().unwrap()["started ".len()..]
+        .parse()
+        .unwrap();
+    let pgid = state_and_group(pid).expect("the background job runs").1;
+    let log = s.log("background");
+    let want = format!("event 1 process of process group {pgid} still running after the run ended");
+    assert!(log.contains(&want), "{want:?} missing from the log:\n{log}");
 }

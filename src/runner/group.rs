@@ -53,6 +53,22 @@ impl Group {
         self.pgid.as_raw()
     }
 
+    /// Says in the task log what of the group still runs after its run ended by itself: such a
+    /// process is no longer tracked (a script may start a background job on purpose).
+    pub fn left_running(&self, log: &TaskLog, session: Uuid) {
+        let alive = self.alive();
+        if alive > 0 {
+            log.event(
+                session,
+                format_args!(
+                    "{} of process group {} still running after the run ended; left running",
+                    processes(alive),
+                    self.id()
+                ),
+            );
+        }
+    }
+
     /// Marks the run ended: dropping the group no longer kills it.
     pub fn settle(&mut self) {
         self.settled = true;
@@ -146,12 +162,10 @@ pub async fn end_run(
     session: Uuid,
 ) {
     let pgid = group.id();
-    let alive = group.alive();
+    // Not counted first: at shutdown a thousand runs may be ended at once, and counting reads
+    // all of /proc while the group lives.
     group.signal(Signal::SIGTERM);
-    log.event(
-        session,
-        format_args!("SIGTERM to process group {pgid} ({})", processes(alive)),
-    );
+    log.event(session, format_args!("SIGTERM to process group {pgid}"));
     let gone = |group: &Group, leader: &Leader<'_>| leader.is_reaped() && group.alive() == 0;
     if !settle_within(group, leader, grace, gone).await {
         let alive = group.alive();

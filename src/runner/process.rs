@@ -121,18 +121,7 @@ pub async fn run(program: &OsStr, args: &[OsString], env: RunEnv<'_>) -> RunResu
         }
     }
     if !cancelled {
-        // The run is over; anything of its group still running is no longer tracked (a script
-        // may start a background job on purpose), so say so.
-        let alive = group.alive();
-        if alive > 0 {
-            env.log.event(
-                env.session,
-                format_args!(
-                    "{alive} process(es) of process group {} still running after the run ended",
-                    group.id()
-                ),
-            );
-        }
+        group.left_running(env.log, env.session);
     }
     group.settle();
     let exit = match leader.exit() {
