@@ -139,8 +139,10 @@ async fn a_sync_client_hanging_up_ends_a_grandchild_that_ignores_sigterm() {
 
 #[tokio::test]
 async fn a_run_refused_file_descriptors_fails_with_a_clear_error() {
-    // A hard limit the service cannot raise: a few runs fit, then one cannot get its pipes.
-    let s = Server::start_after("ulimit -n 48", TASKS, &["--kill-grace", GRACE]);
+    // A hard limit the service cannot raise: a few runs fit, then one cannot get its pipes. Two
+    // workers whatever the cores, as each worker's runtime holds descriptors of its own.
+    let extra = ["--kill-grace", GRACE, "--workers", "2"];
+    let s = Server::start_after("ulimit -n 48", TASKS, &extra);
     let mut running = Vec::new();
     let refused = loop {
         assert!(
