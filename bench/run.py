@@ -48,6 +48,9 @@ BIG_OUTPUT_GROWTH_MIB = 20  # RSS growth while a task prints 50 MB, below
 MANY_TASKS = 2000  # tasks in the big-config workload (bench/many_tasks.py)
 MANY_RELOAD_MS = 300  # with MANY_TASKS tasks: rename of a new config to its new task answering, below
 MANY_DOCS_RSS_MIB = 40  # with MANY_TASKS tasks: RSS after ten /openapi.json and ten /openapi.yaml, below
+SLEEPERS = 1000  # async runs of `sleep 20` at once
+SLEEPERS_RSS_MIB = 60  # the service's RSS while they sleep, below
+SLEEPERS_CPU = 0.05  # the service's own CPU while they sleep, share of one core, below
 
 CONFIG = f"""\
 # Written by bench/run.py.
@@ -61,6 +64,11 @@ CONFIG = f"""\
   cluster_type: bench
   language: sh
   executable: echo hello
+  collected: false
+- name: sleep
+  cluster_type: bench
+  language: binary
+  executable: /bin/sleep
   collected: false
 - name: big_output
   cluster_type: bench
@@ -213,13 +221,17 @@ class Service:
         raise Broken(f"no {field} in /proc/{self.proc.pid}/status")
 
     def has_children(self):
+        return self.children() > 0
+
+    def children(self):
+        """How many child processes the service has (from every thread's children list)."""
+        count = 0
         for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
             try:
-                if (task / "children").read_text().strip():
-                    return True
+                count += len((task / "children").read_text().split())
             except OSError:
                 pass
-        return False
+        return count
 
     def stop(self):
         self.conn.close()
@@ -394,6 +406,43 @@ def big_output(workdir, results):
         svc.stop()
 
 
+def sleepers(workdir, count, window, results):
+    """`count` async runs of `sleep 20` at once: every submission answered, then the service's RSS
+    and its own CPU time over `window` seconds while they all sleep (it should do nothing: no
+    thread and no timer per run), then how long a shutdown takes to end them all."""
+    svc = Service(workdir, "sleepers")
+    try:
+        started = time.monotonic()
+        for _ in range(count):
+            svc.post("/async/bench/sleep", ["20"])
+        submitted = time.monotonic() - started
+        deadline = time.monotonic() + 30
+        while svc.children() < count:
+            if time.monotonic() > deadline:
+                raise Broken(f"only {svc.children()} of {count} sleeps running 30 s after submitting")
+            time.sleep(0.05)
+        # Let the last submissions' work settle, and never measure past the sleeps' end.
+        time.sleep(0.5)
+        window = min(window, 19 - (time.monotonic() - started))
+        if window < 1:
+            raise Broken(f"submitting {count} runs took {submitted:.1f} s: no time left to measure")
+        before, t0 = cpu_us(svc.proc.pid)[0], time.monotonic()
+        time.sleep(window)
+        used, took = cpu_us(svc.proc.pid)[0] - before, time.monotonic() - t0
+        rss = svc.status("VmRSS")
+        if svc.children() < count:
+            raise Broken(f"{count - svc.children()} sleeps ended before their time")
+        t0 = time.monotonic()
+        svc.stop()
+        shutdown = time.monotonic() - t0
+        results["sleepers"] = {"count": count, "submit_s": submitted, "rss_kib": rss,
+                               "cpu_share": used / 1e6 / took, "window_s": took, "shutdown_s": shutdown}
+        log(f"  {count} sleeping runs: submitted in {submitted:.2f} s, RSS {rss} KiB, "
+            f"CPU {used / 1e6 / took:.2%} of a core over {took:.1f} s, shutdown {shutdown:.2f} s")
+    finally:
+        svc.stop()
+
+
 def async_poll(ours, seconds, results):
     r = loadgen(["async", f"{ours.base}/async/bench/echo-bin", f"{ours.base}/async/query",
                  "--concurrency", "16", "--duration", str(seconds), "--poll-ms", "1"], seconds + 60)
@@ -465,6 +514,12 @@ def resource_targets(results):
     got.append((Target(f"50 MB of output under {BIG_OUTPUT_GROWTH_MIB} MB RSS growth", None,
                        BIG_OUTPUT_GROWTH_MIB, at_least=False, unit="MB"),
                 (b["hwm_kib"] - b["rss_before_kib"]) / 1024))
+    z = results.get("sleepers")  # runs made before this benchmark have none
+    if z is not None:
+        got.append((Target(f"{z['count']} sleeping runs under {SLEEPERS_RSS_MIB} MB RSS", None,
+                           SLEEPERS_RSS_MIB, at_least=False, unit="MB"), z["rss_kib"] / 1024))
+        got.append((Target(f"{z['count']} sleeping runs: service CPU < {SLEEPERS_CPU:.0%} of a core",
+                           None, SLEEPERS_CPU * 100, at_least=False, unit="%"), z["cpu_share"] * 100))
     return got
 
 
@@ -530,6 +585,11 @@ def report(results):
     print(f"| task printing 50 MB (~500 000 lines): RSS before / peak (VmHWM) | "
           f"{b['rss_before_kib'] / 1024:.1f} MB / {b['hwm_kib'] / 1024:.1f} MB "
           f"(+{growth:.1f} MB; {b['seconds']:.2f} s, {b['log_bytes'] / 1e6:.0f} MB logged) |")
+    z = results.get("sleepers")
+    if z is not None:
+        print(f"| {z['count']} async runs of `sleep 20` at once: submitted in / RSS / service CPU "
+              f"while they sleep / shutdown ending them | {z['submit_s']:.2f} s / {z['rss_kib'] / 1024:.1f} MB / "
+              f"{z['cpu_share']:.2%} of a core over {z['window_s']:.1f} s / {z['shutdown_s']:.2f} s |")
     r = results["reload"]
     reload_text = ("n/a (reload not merged)" if r is None else
                    " / ".join(f"{r[k + '_ms']:.1f}" for k in ("p50", "p90", "p99", "max")) + " ms")
@@ -579,6 +639,8 @@ def main():
         sessions_and_query(workdir, seconds, results)
         log("50 MB of output…")
         big_output(workdir, results)
+        log(f"{SLEEPERS} sleeping runs…")
+        sleepers(workdir, SLEEPERS, 3.0 if opts.short else 10.0, results)
         log("hot reload latency…")
         reload_latency(results)
         log(f"{MANY_TASKS} tasks: reload and API document…")

@@ -14,8 +14,9 @@ use uuid::Uuid;
 
 use crate::logs::TaskLogs;
 use crate::reload::Reloader;
+pub use crate::runner::RunResult;
 use crate::runner::{self, RunEnv};
-use crate::sessions::{Finish, SessionStore};
+use crate::sessions::SessionStore;
 use crate::table::{Routes, Task, TaskKind};
 use crate::tasks::{Prepared, TaskContext};
 use crate::Settings;
@@ -59,26 +60,13 @@ impl Input {
 /// Told the latest output line of a running task.
 pub type Progress = Arc<runner::LineSink>;
 
-/// The result of one run, in the terms of the `{code, data, msg}` answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunResult {
-    /// Whether the run succeeded.
-    pub ok: bool,
-    /// The last stdout line, or a built-in task's result.
-    pub data: String,
-    /// On success the last stderr line; on failure the failure text.
-    pub msg: String,
-    /// The exit code of an external task that exited by itself.
-    pub exit_code: Option<i32>,
-}
-
 /// A sync run's result once its task is joined; a run that panicked is a failed run.
 fn joined_result(joined: Result<RunResult, JoinError>) -> RunResult {
-    joined.unwrap_or_else(|e| RunResult {
-        ok: false,
-        data: String::new(),
-        msg: format!("the run failed inside the service: {e}"),
-        exit_code: None,
+    joined.unwrap_or_else(|e| {
+        RunResult::failure(
+            String::new(),
+            format!("the run failed inside the service: {e}"),
+        )
     })
 }
 
@@ -179,7 +167,7 @@ impl App {
                     ),
                 );
                 let mut session_text = Uuid::encode_buffer();
-                let outcome = runner::run(
+                runner::run(
                     &invocation.program,
                     &args,
                     RunEnv {
@@ -198,18 +186,7 @@ impl App {
                         on_stdout: progress.as_deref(),
                     },
                 )
-                .await;
-                let ok = outcome.success();
-                RunResult {
-                    ok,
-                    msg: if ok {
-                        outcome.stderr_last.clone()
-                    } else {
-                        outcome.failure_text()
-                    },
-                    data: outcome.stdout_last,
-                    exit_code: outcome.exit_code,
-                }
+                .await
             }
             Input::Builtin(prepared, params) => {
                 log.event(session, format_args!("start /{} with {params}", task.path));
@@ -228,18 +205,8 @@ impl App {
                     }
                 };
                 match res {
-                    Ok(data) => RunResult {
-                        ok: true,
-                        data,
-                        msg: String::new(),
-                        exit_code: None,
-                    },
-                    Err(msg) => RunResult {
-                        ok: false,
-                        data: String::new(),
-                        msg,
-                        exit_code: None,
-                    },
+                    Ok(data) => RunResult::success(data, String::new()),
+                    Err(msg) => RunResult::failure(String::new(), msg),
                 }
             }
         };
@@ -314,15 +281,8 @@ impl App {
                         .progress(id, String::from_utf8_lossy(line).into_owned());
                 })
             };
-            let r = app.execute(&task, input, id, cancel, Some(progress)).await;
-            app.sessions.finish(
-                id,
-                Finish {
-                    message: r.data,
-                    error: if r.ok { String::new() } else { r.msg },
-                    exit_code: r.exit_code,
-                },
-            );
+            let result = app.execute(&task, input, id, cancel, Some(progress)).await;
+            app.sessions.finish(id, result);
         });
         id
     }

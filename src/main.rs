@@ -13,7 +13,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 use celery_service::api::openapi;
 use celery_service::cli::{Cli, Command, ConfigArgs, OpenapiArgs, RunArgs};
 use celery_service::reload::{self, Trigger};
-use celery_service::{absolute_dir, load_table, runner, serve, App, StartError};
+use celery_service::{absolute_dir, load_table, serve, App, StartError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -68,12 +68,18 @@ fn print_openapi(args: &OpenapiArgs) -> anyhow::Result<()> {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    // Before any thread starts, so that every thread inherits it.
-    runner::hold_child_exits().context("cannot block SIGCHLD")?;
+    // Every run holds three descriptors while it goes (its two output pipes and tokio's pidfd
+    // for its exit), so a thousand runs at once pass the usual soft limit of 1,024: take all the
+    // hard limit allows. A run refused a descriptor anyway fails with a clear error.
+    let nofile = rlimit::increase_nofile_limit(u64::MAX);
     let settings = args.settings().map_err(anyhow::Error::msg)?;
     // Validate before anything listens or logs: a bad config must not start a half service.
     let app = App::load(settings.clone())?;
     init_tracing(&args, &app)?;
+    match nofile {
+        Ok(limit) => tracing::debug!(limit, "open files limit raised to the hard limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
     // One work-stealing runtime serves everything (see the server module for why).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(settings.workers)

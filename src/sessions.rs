@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::logs::lock;
+use crate::runner::RunResult;
 
 /// What a poller sees of a session.
 #[derive(Debug, Clone, Object, PartialEq)]
@@ -40,17 +41,6 @@ pub struct SessionInfo {
     pub task: String,
     /// The POSTed arguments (array for external tasks, object for built-in ones).
     pub args: Value,
-}
-
-/// How a finished run is recorded.
-#[derive(Debug, Clone, Default)]
-pub struct Finish {
-    /// Becomes `message`.
-    pub message: String,
-    /// Becomes `error`.
-    pub error: String,
-    /// Becomes `exit_code`.
-    pub exit_code: Option<i32>,
 }
 
 struct Entry {
@@ -119,14 +109,15 @@ impl SessionStore {
         }
     }
 
-    /// Marks a session done.
-    pub fn finish(&self, id: Uuid, finish: Finish) {
+    /// Marks a session done with how its run ended: `message` is the result's `data`, `error`
+    /// is `""` on success and the failure text otherwise.
+    pub fn finish(&self, id: Uuid, result: RunResult) {
         if let Some(e) = lock(&self.map).get_mut(&id) {
             e.info.done = true;
             e.info.end_at = Some(Local::now());
-            e.info.message = finish.message;
-            e.info.error = finish.error;
-            e.info.exit_code = finish.exit_code;
+            e.info.error = result.error().to_string();
+            e.info.message = result.data;
+            e.info.exit_code = result.exit_code;
             e.ended = Some(Instant::now());
             e.finished.cancel();
         }
@@ -200,7 +191,7 @@ mod tests {
         let store = SessionStore::new(Duration::from_millis(100));
         let (running, _) = store.create("a/b".into(), Value::Null);
         let (ended, _) = store.create("a/b".into(), Value::Null);
-        store.finish(ended, Finish::default());
+        store.finish(ended, RunResult::success(String::new(), String::new()));
         assert_eq!(store.sweep(), 0, "removed before its retention passed");
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(store.sweep(), 1);

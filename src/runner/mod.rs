@@ -6,14 +6,21 @@
 //! `sh -c` script as written (they may use `$VAR`), while every POSTed argument is quoted with
 //! `shell-words`, so a request body can never become shell code. Every other language runs
 //! without a shell at all.
+//!
+//! Children are started by `command` (tokio's process API wrapped by `process-wrap`), run and
+//! read by `process`, and ended by `group::end_run`, the one way a run is stopped before its time;
+//! how a run ended is one [`RunResult`], from the process to the answer and the session.
 
+mod command;
+mod group;
 mod process;
-mod spawn;
+mod result;
 
 use std::ffi::OsString;
 use std::path::Path;
 
-pub use process::{hold_child_exits, run, LineSink, Outcome, RunEnv};
+pub use process::{run, LineSink, RunEnv};
+pub use result::RunResult;
 
 use crate::config::{ExternalTask, Language};
 

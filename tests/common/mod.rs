@@ -56,10 +56,26 @@ impl Server {
 
     /// Like [`Server::start`], letting the caller adjust the command (environment, …).
     pub fn start_with(yaml: &str, extra: &[&str], adjust: impl FnOnce(&mut Command)) -> Self {
+        Self::launch(Command::new(binary()), yaml, extra, adjust)
+    }
+
+    /// Like [`Server::start`], the binary started by `sh` after the shell command `setup` (such
+    /// as `ulimit -n 64`), which applies to the service too.
+    pub fn start_after(setup: &str, yaml: &str, extra: &[&str]) -> Self {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &format!("{setup} && exec \"$0\" \"$@\""), binary()]);
+        Self::launch(cmd, yaml, extra, |_| {})
+    }
+
+    fn launch(
+        mut cmd: Command,
+        yaml: &str,
+        extra: &[&str],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(&fixtures(), &dir.path().join("collect"));
         std::fs::write(dir.path().join("external-tasks.yaml"), yaml).unwrap();
-        let mut cmd = Command::new(binary());
         cmd.current_dir(dir.path())
             .args(["run", "--address", "127.0.0.1:0", "--log-console"])
             .args(extra)
@@ -249,6 +265,30 @@ pub fn process_gone(pid: i32) -> bool {
             .map(|(_, rest)| rest.trim_start().starts_with('Z'))
             .unwrap_or(false),
     }
+}
+
+/// The state letter and process group of `pid`, from `/proc/<pid>/stat`; `None` once it is gone.
+pub fn state_and_group(pid: i32) -> Option<(char, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (in parentheses, and it may hold anything): state, ppid, pgrp.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let pgrp = fields.nth(1)?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+/// Every process of group `pgid` that is not a zombie, read from `/proc`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if matches!(state_and_group(pid), Some((state, g)) if g == pgid && state != 'Z') {
+            members.push(pid);
+        }
+    }
+    members
 }
 
 /// A `kB` field of `/proc/<pid>/status`, e.g. `VmRSS` (current) or `VmHWM` (peak) memory.

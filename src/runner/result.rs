@@ -1,0 +1,126 @@
+//! The result of one run, the one type that goes from the end of a run (an external task's
+//! process, or a built-in task) to the HTTP answer and to the session.
+
+use std::process::ExitStatus;
+
+/// How one run ended, in the terms of the `{code, data, msg}` answer; a session shows `data` as
+/// its `message` and, on failure, `msg` as its `error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunResult {
+    /// Whether the run succeeded.
+    pub ok: bool,
+    /// The last non-empty stdout line, or a built-in task's result.
+    pub data: String,
+    /// On success the last non-empty stderr line; on failure the failure text.
+    pub msg: String,
+    /// The exit code of an external task that exited by itself.
+    pub exit_code: Option<i32>,
+}
+
+impl RunResult {
+    /// A successful run.
+    pub fn success(data: String, msg: String) -> Self {
+        Self {
+            ok: true,
+            data,
+            msg,
+            exit_code: None,
+        }
+    }
+
+    /// A failed run, with the text saying why.
+    pub fn failure(data: String, msg: String) -> Self {
+        Self {
+            ok: false,
+            data,
+            msg,
+            exit_code: None,
+        }
+    }
+
+    /// What a session shows as its `error`: `""` on success, the failure text otherwise.
+    pub fn error(&self) -> &str {
+        if self.ok {
+            ""
+        } else {
+            &self.msg
+        }
+    }
+
+    /// The result of an external task from its last output lines and how its leader ended
+    /// (`Err`: it could not be waited for); `cancelled` when the run was ended on request.
+    pub(super) fn of_process(
+        stdout_last: String,
+        stderr_last: String,
+        exit: Result<ExitStatus, String>,
+        cancelled: bool,
+    ) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+
+        let (code, signal) = match &exit {
+            Ok(status) => (status.code(), status.signal()),
+            Err(_) => (None, None),
+        };
+        let failure = if cancelled {
+            Some(match signal {
+                Some(sig) => format!("killed on request (signal {sig})"),
+                None => "killed on request".to_string(),
+            })
+        } else if let Err(e) = exit {
+            Some(format!("cannot wait for the process: {e}"))
+        } else if code == Some(0) {
+            None
+        } else if !stderr_last.is_empty() {
+            Some(stderr_last.clone())
+        } else {
+            Some(match (code, signal) {
+                (_, Some(sig)) => format!("killed by signal {sig}"),
+                (Some(code), None) => format!("exited with code {code}"),
+                (None, None) => "ended without an exit status".to_string(),
+            })
+        };
+        Self {
+            ok: failure.is_none(),
+            data: stdout_last,
+            msg: failure.unwrap_or(stderr_last),
+            exit_code: code,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    fn of(stderr: &str, raw_status: i32, cancelled: bool) -> RunResult {
+        RunResult::of_process(
+            "out".into(),
+            stderr.into(),
+            Ok(ExitStatus::from_raw(raw_status)),
+            cancelled,
+        )
+    }
+
+    #[test]
+    fn failure_text_follows_the_answer_table() {
+        // Raw wait statuses: exit code N is N << 8, killed by signal S is S.
+        let ok = of("warn", 0, false);
+        assert_eq!((ok.ok, ok.msg.as_str(), ok.error()), (true, "warn", ""));
+        assert_eq!(ok.exit_code, Some(0));
+        assert_eq!(of("", 3 << 8, false).msg, "exited with code 3");
+        assert_eq!(of("boom", 3 << 8, false).msg, "boom");
+        let killed = of("", 9, false);
+        assert_eq!(
+            (killed.msg.as_str(), killed.exit_code),
+            ("killed by signal 9", None)
+        );
+        assert_eq!(of("boom", 15, true).msg, "killed on request (signal 15)");
+        let cancelled = of("", 143 << 8, true);
+        assert_eq!(cancelled.error(), "killed on request");
+        assert_eq!(cancelled.exit_code, Some(143));
+        let lost = RunResult::of_process(String::new(), String::new(), Err("x".into()), false);
+        assert_eq!(lost.msg, "cannot wait for the process: x");
+    }
+}
