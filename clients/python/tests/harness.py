@@ -7,6 +7,7 @@ hopes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,6 +27,16 @@ REPO = HERE.parents[2]
 COLLECT = HERE / "collect"
 
 T = TypeVar("T")
+
+
+def task(name: str, extra: str = "", script: str = "record.sh") -> str:
+    """One task of an ``external-tasks.yaml``: ``script`` from tests/collect run with bash, under
+    the cluster type ``Probe`` (so at ``probe/<kebab name>``), plus the YAML lines of ``extra``."""
+    lines = "".join(f"  {line}\n" for line in extra.strip().splitlines())
+    return (
+        f"- name: {name}\n  cluster_type: Probe\n  language: bash\n"
+        f"  executable: {script}\n  collected: true\n{lines}"
+    )
 
 
 def poll(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.05) -> T:
@@ -218,6 +229,19 @@ class CeleryProcess:
     def close(self) -> None:
         stop(self.proc, grace=15)
         self._file.close()
+
+
+@contextlib.contextmanager
+def celery_process(
+    dir: Path, name: str, args: list[str], env: Mapping[str, str], ready: str
+) -> Iterator[CeleryProcess]:
+    """A :class:`CeleryProcess`, once ``ready`` is in its log; stopped on leaving."""
+    process = CeleryProcess(dir, name, args, env)
+    try:
+        process.wait_for(ready, timeout=60)
+        yield process
+    finally:
+        process.close()
 
 
 def pid_gone(pid: int) -> bool:

@@ -26,22 +26,9 @@ from celery_service_client import Client, Session
 from celery_service_client.celery import ENTRY_PREFIX, PUBLISHED_AT_HEADER, TASK_NAME
 
 from e2e_app import make_app
-from harness import CeleryProcess, Redis, Service, pid_gone, poll
+from harness import CeleryProcess, Redis, Service, celery_process, pid_gone, poll, task
 
 GIVE_UP = 4.0
-
-RECORD = """
-- name: {name}
-  cluster_type: Probe
-  language: bash
-  executable: {script}
-  collected: true
-"""
-
-
-def task(name: str, extra: str, script: str = "record.sh") -> str:
-    lines = "".join(f"  {line}\n" for line in extra.strip().splitlines())
-    return RECORD.format(name=name, script=script) + lines
 
 
 def yaml(late_enabled: bool) -> str:
@@ -85,24 +72,16 @@ def worker(
 ) -> Iterator[CeleryProcess]:
     args = ["worker", "--pool=threads", "--concurrency=4", "--loglevel=INFO", "--hostname=e2e@%h"]
     args += ["--without-heartbeat", "--without-gossip", "--without-mingle"]
-    w = CeleryProcess(tmp_path_factory.mktemp("worker"), "worker", args, env)
-    try:
-        w.wait_for(" ready.", timeout=60)
+    with celery_process(tmp_path_factory.mktemp("worker"), "worker", args, env, " ready.") as w:
         yield w
-    finally:
-        w.close()
 
 
 @pytest.fixture(scope="module")
 def beat(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Iterator[CeleryProcess]:
     dir = tmp_path_factory.mktemp("beat")
     args = ["beat", "--loglevel=INFO", f"--schedule={dir / 'beat-schedule'}"]
-    b = CeleryProcess(dir, "beat", args, env)
-    try:
-        b.wait_for("schedule from /discovery", timeout=60)
+    with celery_process(dir, "beat", args, env, "schedule from /discovery") as b:
         yield b
-    finally:
-        b.close()
 
 
 @pytest.fixture(scope="module")

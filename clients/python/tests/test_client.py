@@ -28,27 +28,13 @@ from celery_service_client import (
 )
 from celery_service_client._errors import error_for, parse_retry_after
 
-from harness import Service, free_port, pid_gone, poll
+from harness import Service, free_port, pid_gone, poll, task
 
-YAML = """
-- name: record
-  cluster_type: Probe
-  language: bash
-  executable: record.sh
-  args: ["fixed"]
-  collected: true
-  description: Writes its arguments down
-- name: fail
-  cluster_type: Probe
-  language: bash
-  executable: fail.sh
-  collected: true
-- name: hang
-  cluster_type: Probe
-  language: bash
-  executable: hang.sh
-  collected: true
-"""
+YAML = (
+    task("record", 'args: ["fixed"]\ndescription: Writes its arguments down')
+    + task("fail", script="fail.sh")
+    + task("hang", script="hang.sh")
+)
 
 StartService = Callable[[str], Service]
 ClientOf = Callable[[Service], Client]

@@ -19,20 +19,7 @@ from celery_service_client.celery import (
     scheduled_tick,
 )
 
-from harness import Service, free_port, poll
-
-TASK = """
-- name: {name}
-  cluster_type: Probe
-  language: bash
-  executable: record.sh
-  collected: true
-"""
-
-
-def task(name: str, extra: str = "") -> str:
-    return TASK.format(name=name) + "".join(f"  {line}\n" for line in extra.strip().splitlines())
-
+from harness import Service, free_port, poll, task
 
 YAML = (
     task("nightly", 'schedule: "30 2 * * 1-5"\nempty_param: ["--nightly", "a b"]')

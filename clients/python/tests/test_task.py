@@ -10,20 +10,9 @@ from celery import Celery
 from celery_service_client import Session
 from celery_service_client.celery import install
 
-from harness import Service, pid_gone, poll
+from harness import Service, pid_gone, poll, task
 
-YAML = """
-- name: record
-  cluster_type: Probe
-  language: bash
-  executable: record.sh
-  collected: true
-- name: hang
-  cluster_type: Probe
-  language: bash
-  executable: hang.sh
-  collected: true
-"""
+YAML = task("record") + task("hang", script="hang.sh")
 
 
 def eager_app(service: Service) -> Celery:

@@ -107,13 +107,7 @@ class Client:
         :class:`~celery_service_client.TaskFailed` (HTTP 200, ``code`` 1; ``msg`` says why,
         ``data`` is the last stdout line).
         """
-        data = self._call(
-            "POST",
-            f"sync/{self._task(url)}",
-            args,
-            idempotency_key=idempotency_key,
-            timeout=timeout,
-        )
+        data = self._call("POST", f"sync/{url.strip('/')}", args, idempotency_key, timeout)
         return data if isinstance(data, str) else json.dumps(data)
 
     def run_async(
@@ -125,13 +119,7 @@ class Client:
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> str:
         """``POST /async/<url>``: starts a session and answers its id (see :meth:`run_sync`)."""
-        data = self._call(
-            "POST",
-            f"async/{self._task(url)}",
-            args,
-            idempotency_key=idempotency_key,
-            timeout=timeout,
-        )
+        data = self._call("POST", f"async/{url.strip('/')}", args, idempotency_key, timeout)
         if not isinstance(data, str):
             raise TransportError(f"/async/{url}: expected a session id, got {data!r}")
         return data
@@ -188,10 +176,6 @@ class Client:
     # -- plumbing -------------------------------------------------------------------------------
 
     @staticmethod
-    def _task(url: str) -> str:
-        return url.strip("/")
-
-    @staticmethod
     def _list_of(data: Json, what: str) -> builtins.list[Json]:
         if not isinstance(data, list):
             raise TransportError(f"{what}: expected a list, got {data!r}")
@@ -202,7 +186,6 @@ class Client:
         method: str,
         path: str,
         body: Any = _NO_BODY,
-        *,
         idempotency_key: str | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Json:
