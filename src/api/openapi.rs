@@ -23,10 +23,11 @@ use poem::web::Data;
 use poem::{get, handler, EndpointExt, Response, Route};
 use poem_openapi::registry::{MetaApi, Registry};
 use poem_openapi::types::Type;
-use poem_openapi::{Object, OpenApi, OpenApiService};
+use poem_openapi::{OpenApi, OpenApiService};
 use serde_json::{json, Map, Value};
+use uuid::Uuid;
 
-use super::{Api, ErrorEnvelope, MAX_BODY};
+use super::{Api, Envelope, ErrorEnvelope, MAX_BODY};
 use crate::app::App;
 use crate::config::Schedule;
 use crate::table::{RouteTable, Task, TaskKind};
@@ -73,32 +74,6 @@ impl OpenApi for DocOnly {
     }
 }
 
-/// The answer of `POST /sync/<cluster-type>/<name>` (documentation of what `sync_task` sends).
-#[derive(Debug, Clone, Object)]
-struct TaskAnswer {
-    /// 0 when the task succeeded, 1 when it failed (exit status not 0, killed, or an error of a
-    /// built-in task).
-    #[oai(validator(minimum(value = "0"), maximum(value = "1")))]
-    code: i32,
-    /// An external task's last stdout line, or a built-in task's result; empty on failure of a
-    /// built-in task.
-    data: String,
-    /// On success the last stderr line; on failure what went wrong.
-    msg: String,
-}
-
-/// The answer of `POST /async/<cluster-type>/<name>` (documentation of what `async_task` sends).
-#[derive(Debug, Clone, Object)]
-struct SessionStarted {
-    /// Always 0: the session has started.
-    #[oai(validator(minimum(value = "0"), maximum(value = "0")))]
-    code: i32,
-    /// The session id, for `POST /async/query` and `POST /async/kill`.
-    data: uuid::Uuid,
-    /// Empty.
-    msg: String,
-}
-
 /// poem-openapi's document of the fixed API, as JSON, with its operations tagged.
 fn base() -> &'static Value {
     static BASE: OnceLock<Value> = OnceLock::new();
@@ -133,8 +108,8 @@ pub fn document(table: &RouteTable) -> Value {
     let mut doc = base().clone();
     let mut registry = Registry::new();
     ErrorEnvelope::register(&mut registry);
-    TaskAnswer::register(&mut registry);
-    SessionStarted::register(&mut registry);
+    Envelope::<String>::register(&mut registry);
+    Envelope::<Uuid>::register(&mut registry);
 
     let mut paths = BTreeMap::new();
     doc_routes(&mut paths);
@@ -142,14 +117,12 @@ pub fn document(table: &RouteTable) -> Value {
     for task in table.tasks.values() {
         cluster_types.insert(task.cluster_type.clone());
         let body = request_body(task, &mut registry);
-        paths.insert(
-            format!("/sync/{}", task.path),
-            json!({ "post": sync_operation(task, body.clone()) }),
-        );
-        paths.insert(
-            format!("/async/{}", task.path),
-            json!({ "post": async_operation(task, body) }),
-        );
+        for kind in [Kind::Sync, Kind::Async] {
+            paths.insert(
+                format!("/{}/{}", kind.prefix(), task.path),
+                json!({ "post": operation(kind, task, body.clone()) }),
+            );
+        }
     }
     if let Some(doc_paths) = doc["paths"].as_object_mut() {
         doc_paths.extend(paths);
@@ -166,7 +139,16 @@ pub fn document(table: &RouteTable) -> Value {
             schemas.insert(name.clone(), v);
         }
     }
+    schemas.insert(
+        "TaskArgs".into(),
+        json!({
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Arguments appended after the configured ones. No body (or `null`) adds none."
+        }),
+    );
     doc["components"]["schemas"] = Value::Object(schemas);
+    doc["components"]["responses"] = task_responses();
 
     let mut tags = vec![
         json!({"name": SERVICE_TAG, "description": "Routes, task discovery and async sessions"}),
@@ -188,43 +170,48 @@ pub fn to_json(doc: &Value) -> String {
     text
 }
 
-/// An error answer, documented.
-fn error_response(description: &str) -> Value {
+/// The answers task operations share, once in `components/responses`: with thousands of tasks,
+/// writing them into every operation made most of the document (and of its memory).
+fn task_responses() -> Value {
+    let answer = |description: &str, schema: &str| {
+        json!({
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+        })
+    };
+    let error = ErrorEnvelope::name();
     json!({
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+        "TaskAnswer": answer(
+            "The task ran to its end: `code` 0 and its result (an external task's last stdout \
+             line, or a built-in task's result) with the last stderr line as `msg`, or `code` 1 and \
+             why it failed as `msg`. A failed task is still HTTP 200.",
+            &Envelope::<String>::name(),
+        ),
+        "SessionStarted": answer(
+            "The session has started; `data` is its id, for `POST /async/query` and \
+             `POST /async/kill`.",
+            &Envelope::<Uuid>::name(),
+        ),
+        "BadBody": answer(
+            "The body cannot be read, is not JSON, or does not fit the task's parameters",
+            &error,
+        ),
+        "NoSuchTask": answer(
+            "No such task: it was removed by a reload since this document was read",
+            &error,
+        ),
+        "BodyTooLarge": answer(&format!("The body is larger than {MAX_BODY} bytes"), &error),
     })
-}
-
-/// The responses every task operation shares besides its 200.
-fn task_errors() -> [(&'static str, Value); 3] {
-    [
-        (
-            "400",
-            error_response(
-                "The body cannot be read, is not JSON, or does not fit the task's parameters",
-            ),
-        ),
-        (
-            "404",
-            error_response("No such task: it was removed by a reload since this document was read"),
-        ),
-        (
-            "413",
-            error_response(&format!("The body is larger than {MAX_BODY} bytes")),
-        ),
-    ]
 }
 
 /// The request body of `task`: a list of extra arguments, or a built-in task's parameters.
 fn request_body(task: &Task, registry: &mut Registry) -> Value {
     let (schema, example, required, description) = match &task.kind {
         TaskKind::External { task: ext, .. } => (
-            json!({"type": "array", "items": {"type": "string"}}),
+            json!({"$ref": "#/components/schemas/TaskArgs"}),
             json!(ext.args),
             false,
-            "Arguments appended after the configured ones. No body (or `null`) adds none."
-                .to_string(),
+            None,
         ),
         TaskKind::Builtin(t) => {
             let schema = serde_json::to_value(t.params_schema(registry)).unwrap_or(Value::Null);
@@ -233,19 +220,17 @@ fn request_body(task: &Task, registry: &mut Registry) -> Value {
             } else {
                 "The task's parameters."
             };
-            (
-                schema,
-                t.example(),
-                !t.accepts_empty(),
-                description.to_string(),
-            )
+            (schema, t.example(), !t.accepts_empty(), Some(description))
         }
     };
-    json!({
-        "description": description,
+    let mut body = json!({
         "required": required,
         "content": {"application/json": {"schema": schema, "example": example}}
-    })
+    });
+    if let Some(description) = description {
+        body["description"] = description.into();
+    }
+    body
 }
 
 /// A stable operation id: `/` becomes `__` and `-` becomes `_`, which cannot collide because
@@ -271,57 +256,58 @@ fn scheduling(task: &Task) -> String {
     }
 }
 
-fn sync_operation(task: &Task, body: Value) -> Value {
-    let mut responses = Map::new();
-    responses.insert(
-        "200".into(),
-        json!({
-            "description": "The task ran to its end: `code` 0 and its result, or `code` 1 and why \
-                            it failed. A failed task is still HTTP 200.",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskAnswer"}}}
-        }),
-    );
-    responses.extend(task_errors().map(|(k, v)| (k.to_string(), v)));
-    json!({
-        "tags": [task.cluster_type],
-        "summary": task.description(),
-        "description": format!(
-            "Runs `{}` and waits for it to end. If the caller disconnects first, the run is killed.\n\n{}",
-            task.name,
-            scheduling(task)
-        ),
-        "operationId": operation_id("sync", task),
-        "x-enabled": task.enabled,
-        "x-schedule": task.schedule.as_ref().map(Schedule::line),
-        "requestBody": body,
-        "responses": responses,
-    })
+/// The two operations every task has.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Sync,
+    Async,
 }
 
-fn async_operation(task: &Task, body: Value) -> Value {
-    let mut responses = Map::new();
-    responses.insert(
-        "200".into(),
-        json!({
-            "description": "The session has started; `data` is its id.",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SessionStarted"}}}
-        }),
-    );
-    responses.extend(task_errors().map(|(k, v)| (k.to_string(), v)));
+impl Kind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+            Self::Async => "async",
+        }
+    }
+}
+
+fn operation(kind: Kind, task: &Task, body: Value) -> Value {
+    let (summary, what, answer) = match kind {
+        Kind::Sync => (
+            task.description(),
+            format!(
+                "Runs `{}` and waits for it to end. If the caller disconnects first, the run is \
+                 killed.",
+                task.name
+            ),
+            "TaskAnswer",
+        ),
+        Kind::Async => (
+            format!("{} (in the background)", task.description()),
+            format!(
+                "Starts `{}` as a session and answers at once with the session id. \
+                 `POST /async/query` shows its state and result, `POST /async/kill` stops it.",
+                task.name
+            ),
+            "SessionStarted",
+        ),
+    };
+    let reference = |name: &str| json!({"$ref": format!("#/components/responses/{name}")});
     json!({
         "tags": [task.cluster_type],
-        "summary": format!("{} (in the background)", task.description()),
-        "description": format!(
-            "Starts `{}` as a session and answers at once with the session id. \
-             `POST /async/query` shows its state and result, `POST /async/kill` stops it.\n\n{}",
-            task.name,
-            scheduling(task)
-        ),
-        "operationId": operation_id("async", task),
+        "summary": summary,
+        "description": format!("{what}\n\n{}", scheduling(task)),
+        "operationId": operation_id(kind.prefix(), task),
         "x-enabled": task.enabled,
         "x-schedule": task.schedule.as_ref().map(Schedule::line),
         "requestBody": body,
-        "responses": responses,
+        "responses": {
+            "200": reference(answer),
+            "400": reference("BadBody"),
+            "404": reference("NoSuchTask"),
+            "413": reference("BodyTooLarge"),
+        },
     })
 }
 
