@@ -2,9 +2,9 @@
 //! calls: run a task synchronously, start a session, query and kill sessions.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::task::{JoinError, JoinHandle};
@@ -12,19 +12,51 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::logs::TaskLogs;
+use crate::logs::{Rotation, TaskLogs};
 use crate::reload::Reloader;
 pub use crate::runner::RunResult;
-use crate::runner::{self, RunEnv};
+use crate::runner::{self, Progress, RunEnv};
 use crate::sessions::SessionStore;
-use crate::table::{Routes, Task, TaskKind};
+use crate::table::{load_table, Routes, StartError, Task, TaskKind};
 use crate::tasks::{Prepared, TaskContext};
-use crate::Settings;
+
+/// Validated settings of `celery-service run`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The external task YAML.
+    pub config_path: PathBuf,
+    /// Where collected executables live.
+    pub collect_dir: PathBuf,
+    /// Where log files go.
+    pub log_dir: PathBuf,
+    /// How long finished sessions stay queryable.
+    pub session_retention: Duration,
+    /// Time between SIGTERM and SIGKILL when a run is killed.
+    pub kill_grace: Duration,
+    /// Rotate a log file past this size.
+    pub log_max_bytes: usize,
+    /// Rotated files kept per log.
+    pub log_max_files: usize,
+    /// How long the config file must be quiet after a change before it is reloaded.
+    pub reload_debounce: Duration,
+    /// How many threads the async runtime has.
+    pub workers: usize,
+}
+
+impl Settings {
+    /// The rotation limits for every log file.
+    pub fn rotation(&self) -> Rotation {
+        Rotation {
+            max_bytes: self.log_max_bytes,
+            max_files: self.log_max_files,
+        }
+    }
+}
 
 /// Shared by every request.
 pub struct App {
     /// The current route table.
-    pub routes: Routes,
+    pub routes: Arc<Routes>,
     /// Async sessions.
     pub sessions: SessionStore,
     /// Per-task log files.
@@ -36,7 +68,46 @@ pub struct App {
     /// Every run in flight, so shutdown can wait for them.
     pub tracker: TaskTracker,
     /// Reloads the config into `routes` and remembers the last rejected reload.
-    pub reloader: Reloader,
+    pub reloader: Arc<Reloader>,
+}
+
+impl App {
+    /// Validates the config and prepares everything the service needs, before anything listens.
+    pub fn load(settings: Settings) -> Result<Arc<Self>, StartError> {
+        let collect_dir = absolute_dir(&settings.collect_dir)?;
+        let table = load_table(&settings.config_path, &collect_dir, 1)?;
+        std::fs::create_dir_all(&settings.log_dir).map_err(|source| StartError::Io {
+            what: "cannot create the log folder",
+            path: settings.log_dir.clone(),
+            source,
+        })?;
+        let routes = Arc::new(Routes::new(table));
+        let reloader = Arc::new(Reloader::new(
+            routes.clone(),
+            settings.config_path.clone(),
+            collect_dir.clone(),
+            settings.reload_debounce,
+        ));
+        Ok(Arc::new(Self {
+            routes,
+            sessions: SessionStore::new(settings.session_retention),
+            logs: TaskLogs::new(settings.log_dir.clone(), settings.rotation()),
+            collect_dir,
+            settings,
+            tracker: TaskTracker::new(),
+            reloader,
+        }))
+    }
+}
+
+/// Makes `dir` absolute (without resolving links), so child processes find scripts wherever
+/// their working directory is.
+pub fn absolute_dir(dir: &Path) -> Result<PathBuf, StartError> {
+    std::path::absolute(dir).map_err(|source| StartError::Io {
+        what: "cannot resolve",
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// A request's body, checked against the task's parameters.
@@ -57,9 +128,6 @@ impl Input {
     }
 }
 
-/// Told the latest output line of a running task.
-pub type Progress = Arc<runner::LineSink>;
-
 /// A sync run's result once its task is joined; a run that panicked is a failed run.
 fn joined_result(joined: Result<RunResult, JoinError>) -> RunResult {
     joined.unwrap_or_else(|e| {
@@ -68,72 +136,6 @@ fn joined_result(joined: Result<RunResult, JoinError>) -> RunResult {
             format!("the run failed inside the service: {e}"),
         )
     })
-}
-
-/// Reads a request body for `task`. `Err` says what is wrong with it, for an HTTP 400.
-pub fn parse_input(task: &Task, body: &[u8]) -> Result<Input, String> {
-    let blank = body.iter().all(u8::is_ascii_whitespace);
-    match &task.kind {
-        TaskKind::External { .. } => {
-            if blank {
-                return Ok(Input::Args(Vec::new()));
-            }
-            let value: Value = serde_json::from_slice(body)
-                .map_err(|e| format!("the body is not valid JSON: {e}"))?;
-            let items = match value {
-                Value::Null => return Ok(Input::Args(Vec::new())),
-                Value::Array(items) => items,
-                other => {
-                    return Err(format!(
-                        "the body must be a JSON array of strings, like [\"a\", \"b\"]; found {}",
-                        json_kind(&other)
-                    ))
-                }
-            };
-            items
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| match v {
-                    // No program argument can hold a NUL: say so now rather than fail the run.
-                    Value::String(s) if s.contains('\0') => Err(format!(
-                        "element {i} contains a NUL character, which no program argument can hold"
-                    )),
-                    Value::String(s) => Ok(s),
-                    other => Err(format!(
-                        "the body must be a JSON array of strings; element {i} is {}",
-                        json_kind(&other)
-                    )),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Input::Args)
-        }
-        TaskKind::Builtin(t) => {
-            let value = if blank {
-                Value::Object(Default::default())
-            } else {
-                serde_json::from_slice(body)
-                    .map_err(|e| format!("the body is not valid JSON: {e}"))?
-            };
-            let prepared = t.clone().prepare(value.clone()).map_err(|e| {
-                format!(
-                    "the body does not fit the parameters of `{}`: {e}",
-                    task.path
-                )
-            })?;
-            Ok(Input::Builtin(prepared, value))
-        }
-    }
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 impl App {

@@ -1,14 +1,14 @@
 //! Command-line interface: every flag of `celery-service`, each with its `CS_*` variable.
 //!
 //! Parsing happens in two stages (as ripgrep does): clap turns raw arguments into [`Cli`], and
-//! [`RunArgs::settings`] turns those into a validated [`crate::Settings`].
+//! [`RunArgs::settings`] turns those into a validated [`crate::app::Settings`].
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::Settings;
+use crate::app::Settings;
 
 /// Serves legacy scheduled scripts and built-in Rust tasks as HTTP endpoints for Celery beat.
 #[derive(Debug, Parser)]
@@ -147,9 +147,15 @@ impl RunArgs {
             log_max_bytes: self.log_max_bytes,
             log_max_files: self.log_max_files,
             reload_debounce: self.reload_debounce,
-            workers: self.workers.unwrap_or_else(crate::server::default_workers),
+            workers: self.workers.unwrap_or_else(default_workers),
         })
     }
+}
+
+/// The default number of runtime worker threads: one per core, at least 2, so that one thread
+/// held by a spawn (until the child has called exec) never leaves the service without one.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
 }
 
 #[cfg(test)]

@@ -11,9 +11,11 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use celery_service::api::openapi;
+use celery_service::app::absolute_dir;
 use celery_service::cli::{Cli, Command, ConfigArgs, OpenapiArgs, RunArgs};
 use celery_service::reload::{self, Trigger};
-use celery_service::{absolute_dir, load_table, serve, App, StartError};
+use celery_service::table::load_table;
+use celery_service::{serve, App, StartError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -91,7 +93,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         // Watch for reloads before anything listens, so that a change made right after startup
         // is never missed (and SIGHUP never meets its default action, exiting).
         let hangups = reload_on_hangup(app.clone())?;
-        let watch = match reload::watch_config(app.clone()) {
+        let watch = match reload::watch_config(app.reloader.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::error!(error = %e, "config changes are not picked up by themselves; send SIGHUP or POST /-/reload after each edit");
@@ -100,7 +102,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         };
         // The file may have changed between the load and the start of the watch: compare it
         // with the loaded text now that any later change is seen.
-        reload::catch_up(&app).await;
+        reload::catch_up(&app.reloader).await;
         let listener = tokio::net::TcpListener::bind(&args.address)
             .await
             .with_context(|| format!("cannot listen on {}", args.address))?;
@@ -130,7 +132,7 @@ fn reload_on_hangup(app: Arc<App>) -> anyhow::Result<tokio::task::JoinHandle<()>
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading the task config");
             // A rejection is logged and shown by `/-/config`.
-            let _ = reload::reload_off_thread(&app, Trigger::Hangup).await;
+            let _ = reload::reload_off_thread(&app.reloader, Trigger::Hangup).await;
         }
     }))
 }

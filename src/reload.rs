@@ -5,15 +5,17 @@
 //! Requests and sessions already running hold an `Arc` of the task they started with, so a swap
 //! never changes them; the next request looks its task up in the new table.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use chrono::{DateTime, Local};
 use poem_openapi::Object;
 use tokio::task::JoinHandle;
 
 use crate::config::watch::{self, ConfigWatcher, WatchError};
-use crate::table::{self, RouteTable, Task, TaskKind};
-use crate::{build_table, read_config, App, StartError};
+use crate::table::{self, RouteTable, Routes, Task, TaskKind};
+use crate::table::{build_table, read_config, StartError};
 
 /// What asked for a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,28 +75,52 @@ pub struct ReloadError {
     pub source: StartError,
 }
 
-/// Runs reloads one at a time and remembers the last rejected one.
-#[derive(Default)]
+/// The config's source: reloads it into the route table, one reload at a time, and remembers
+/// the last rejected one.
 pub struct Reloader {
+    /// The table requests are served from, shared with [`crate::app::App`].
+    routes: Arc<Routes>,
+    /// The config file, as given on the command line.
+    config_path: PathBuf,
+    /// Where collected executables live (absolute).
+    collect_dir: PathBuf,
+    /// How long the file must be quiet after a change before it is reloaded.
+    debounce: Duration,
     /// The last rejected reload, if the newest file was rejected. The lock also serializes
     /// reloads, so generations count up without gaps and two reloads never race a swap.
     last_error: Mutex<Option<(String, DateTime<Local>)>>,
 }
 
 impl Reloader {
+    /// Reloads `config_path` into `routes` from now on.
+    pub fn new(
+        routes: Arc<Routes>,
+        config_path: PathBuf,
+        collect_dir: PathBuf,
+        debounce: Duration,
+    ) -> Self {
+        Self {
+            routes,
+            config_path,
+            collect_dir,
+            debounce,
+            last_error: Mutex::default(),
+        }
+    }
+
     /// Reads and validates the config file and swaps the new table in. On any error the served
     /// table stays, every error is logged and remembered for [`Reloader::status`].
     ///
     /// A file change whose text is the one already served skips the rebuild; an explicit
     /// request (SIGHUP, `POST /-/reload`) always validates again, since collected scripts may
     /// have changed under an unchanged file.
-    pub fn reload(&self, app: &App, trigger: Trigger) -> Result<ConfigStatus, ReloadError> {
+    pub fn reload(&self, trigger: Trigger) -> Result<ConfigStatus, ReloadError> {
         let mut last_error = self
             .last_error
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let current = app.routes.load();
-        let path = &app.settings.config_path;
+        let current = self.routes.load();
+        let path = &self.config_path;
         let built = read_config(path).and_then(|text| {
             if trigger == Trigger::FileChange
                 && last_error.is_none()
@@ -107,12 +133,12 @@ impl Reloader {
                 );
                 return Ok(None);
             }
-            build_table(path, &text, &app.collect_dir, current.generation + 1).map(Some)
+            build_table(path, &text, &self.collect_dir, current.generation + 1).map(Some)
         });
         match built {
             Ok(Some(table)) => {
                 log_swap(&current, &table, trigger);
-                app.routes.store(table);
+                self.routes.store(table);
                 *last_error = None;
             }
             Ok(None) => {}
@@ -126,31 +152,31 @@ impl Reloader {
             }
         }
         drop(current);
-        Ok(status_of(app, &last_error))
+        Ok(self.status_of(&last_error))
     }
 
     /// The served config and the last rejected reload.
-    pub fn status(&self, app: &App) -> ConfigStatus {
+    pub fn status(&self) -> ConfigStatus {
         let last_error = self
             .last_error
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        status_of(app, &last_error)
+        self.status_of(&last_error)
     }
-}
 
-fn status_of(app: &App, last_error: &Option<(String, DateTime<Local>)>) -> ConfigStatus {
-    let table = app.routes.load();
-    ConfigStatus {
-        generation: table.generation,
-        loaded_at: table.loaded_at.to_rfc3339(),
-        checksum: table.checksum.clone(),
-        task_count: table.tasks.len() as u64,
-        config_path: app.settings.config_path.display().to_string(),
-        last_error: last_error.as_ref().map(|(message, at)| ReloadFailure {
-            message: message.clone(),
-            at: at.to_rfc3339(),
-        }),
+    fn status_of(&self, last_error: &Option<(String, DateTime<Local>)>) -> ConfigStatus {
+        let table = self.routes.load();
+        ConfigStatus {
+            generation: table.generation,
+            loaded_at: table.loaded_at.to_rfc3339(),
+            checksum: table.checksum.clone(),
+            task_count: table.tasks.len() as u64,
+            config_path: self.config_path.display().to_string(),
+            last_error: last_error.as_ref().map(|(message, at)| ReloadFailure {
+                message: message.clone(),
+                at: at.to_rfc3339(),
+            }),
+        }
     }
 }
 
@@ -228,11 +254,11 @@ fn log_rejection(error: &StartError, kept: u64, trigger: Trigger) {
 /// [`Reloader::reload`] on tokio's blocking pool: reading the file and validating every task
 /// (a stat per collected script) must not hold a thread that serves connections.
 pub async fn reload_off_thread(
-    app: &Arc<App>,
+    reloader: &Arc<Reloader>,
     trigger: Trigger,
 ) -> Result<ConfigStatus, ReloadError> {
-    let app = app.clone();
-    match tokio::task::spawn_blocking(move || app.reloader.reload(&app, trigger)).await {
+    let reloader = reloader.clone();
+    match tokio::task::spawn_blocking(move || reloader.reload(trigger)).await {
         Ok(result) => result,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         // Only when the runtime is shutting down: nobody waits for the answer any more.
@@ -244,10 +270,10 @@ pub async fn reload_off_thread(
 ///
 /// Called once the watch is in place: a change made between the startup load and the start of
 /// the watch raised no event, and would otherwise only be seen at the next change.
-pub async fn catch_up(app: &Arc<App>) {
-    let served = app.routes.load().checksum.clone();
+pub async fn catch_up(reloader: &Arc<Reloader>) {
+    let served = reloader.routes.load().checksum.clone();
     // A file-change reload rebuilds only if the checksum of the text differs from the served one.
-    match reload_off_thread(app, Trigger::FileChange).await {
+    match reload_off_thread(reloader, Trigger::FileChange).await {
         Ok(status) if status.checksum != served => {
             tracing::info!(
                 generation = status.generation,
@@ -271,24 +297,22 @@ impl Drop for ConfigWatch {
     }
 }
 
-/// Starts watching `app`'s config file; must be called inside the tokio runtime.
-pub fn watch_config(app: Arc<App>) -> Result<ConfigWatch, WatchError> {
+/// Starts watching the config file of `reloader`; must be called inside the tokio runtime.
+pub fn watch_config(reloader: Arc<Reloader>) -> Result<ConfigWatch, WatchError> {
     // A `Notify` keeps at most one pending wake-up, so changes made during a reload coalesce
     // into one more reload instead of queueing.
     let changed = Arc::new(tokio::sync::Notify::new());
     let watcher = {
         let changed = changed.clone();
-        watch::watch(
-            &app.settings.config_path,
-            app.settings.reload_debounce,
-            move || changed.notify_one(),
-        )?
+        watch::watch(&reloader.config_path, reloader.debounce, move || {
+            changed.notify_one()
+        })?
     };
     let task = tokio::spawn(async move {
         loop {
             changed.notified().await;
             // A rejection is logged and shown by `/-/config`; nothing more to do here.
-            let _ = reload_off_thread(&app, Trigger::FileChange).await;
+            let _ = reload_off_thread(&reloader, Trigger::FileChange).await;
         }
     });
     Ok(ConfigWatch {

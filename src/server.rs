@@ -41,12 +41,6 @@ const REQUEST_GRACE: Duration = Duration::from_secs(5);
 /// so a persistent failure does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// The default number of runtime worker threads: one per core, at least 2, so that one thread
-/// held by a spawn (until the child has called exec) never leaves the service without one.
-pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
-}
-
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, gives the requests
 /// in flight [`REQUEST_GRACE`] to finish (a sync call still running after it is cancelled with
 /// its connection), kills every run still going and waits for them to be reaped.

@@ -5,23 +5,17 @@
 //! one whole config for its whole life, while a reload stores a new table beside it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Local};
-use heck::ToKebabCase;
 
 use serde_json::Value;
 
-use crate::config::{self, ConfigError, ConfigErrors, ExternalTask, Schedule};
+use crate::config::{self, segment, ConfigError, ConfigErrors, ExternalTask, Schedule};
 use crate::runner::Invocation;
 use crate::tasks::{self, DynTask};
-
-/// The URL segment for a cluster type or task name: its kebab case.
-pub fn segment(s: &str) -> String {
-    s.to_kebab_case()
-}
 
 /// What runs behind a route.
 #[derive(Clone)]
@@ -196,6 +190,60 @@ impl RouteTable {
         out.extend(FIXED_ROUTES.iter().map(|(m, p)| (*m, p.to_string())));
         out
     }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config is invalid.
+    #[error("{path}: {errors}")]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// Every problem found.
+        errors: ConfigErrors,
+    },
+    /// A file or folder could not be used.
+    #[error("{what} `{}`: {source}", path.display())]
+    Io {
+        /// What we tried to do.
+        what: &'static str,
+        /// With which path.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
+/// Reads and validates the config at `path` into a route table.
+pub fn load_table(
+    path: &Path,
+    collect_dir: &Path,
+    generation: u64,
+) -> Result<RouteTable, StartError> {
+    build_table(path, &read_config(path)?, collect_dir, generation)
+}
+
+/// Reads the config text at `path`.
+pub fn read_config(path: &Path) -> Result<String, StartError> {
+    std::fs::read_to_string(path).map_err(|source| StartError::Io {
+        what: "cannot read the task config",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Validates the config `text` read from `path` into a route table, with every error found.
+pub fn build_table(
+    path: &Path,
+    text: &str,
+    collect_dir: &Path,
+    generation: u64,
+) -> Result<RouteTable, StartError> {
+    RouteTable::build(text, collect_dir, generation).map_err(|errors| StartError::Config {
+        path: path.to_path_buf(),
+        errors,
+    })
 }
 
 /// The routes that do not depend on the config.

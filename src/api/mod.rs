@@ -262,14 +262,14 @@ impl Api {
     /// newest version of the file was rejected, if it was.
     #[oai(path = "/-/config", method = "get")]
     async fn config_status(&self) -> Json<Envelope<ConfigStatus>> {
-        Json(Envelope::ok(self.app.reloader.status(&self.app)))
+        Json(Envelope::ok(self.app.reloader.status()))
     }
 
     /// Reloads the task config now, as a file change or SIGHUP does. A rejected file changes
     /// nothing: the previous config keeps serving and the answer (HTTP 422) lists every error.
     #[oai(path = "/-/reload", method = "post")]
     async fn reload(&self) -> ReloadAnswer {
-        match crate::reload::reload_off_thread(&self.app, Trigger::Request).await {
+        match crate::reload::reload_off_thread(&self.app.reloader, Trigger::Request).await {
             Ok(status) => ReloadAnswer::Ok(Json(Envelope::ok(status))),
             Err(e) => ReloadAnswer::Rejected(Json(ErrorEnvelope::new(e.to_string()))),
         }
@@ -352,7 +352,7 @@ async fn prepare(
     };
     drop(table);
     let bytes = read_body(body).await?;
-    let input = app::parse_input(&task, &bytes)
+    let input = body::task_input(&task, &bytes)
         .map_err(|e| envelope::respond(StatusCode::BAD_REQUEST, &ErrorEnvelope::new(e)))?;
     Ok((task, input))
 }
@@ -373,7 +373,7 @@ async fn sync_task(
     let r = app.run_sync(task, input, client_gone).await;
     // The run's log records are in its file before its answer is sent.
     app.logs.flushed().await;
-    envelope::respond_run(i32::from(!r.ok), &r.data, &r.msg)
+    envelope::respond(StatusCode::OK, &Envelope::of(r.ok, r.data, r.msg))
 }
 
 /// `POST /async/<ct>/<name>`: starts a session and answers with its id at once.

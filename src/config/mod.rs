@@ -8,6 +8,7 @@
 //! - [`schedule`]: a task's schedule, in the dialect of Celery's `crontab`.
 //! - [`watch`]: notices when the file changes on disk, so the service can reload it.
 
+mod executable;
 mod parse;
 pub mod schedule;
 pub mod watch;
@@ -16,6 +17,11 @@ use std::fmt;
 
 pub use parse::parse_tasks;
 pub use schedule::Schedule;
+
+/// The URL segment for a cluster type or task name: its kebab case (`TendbHA` is `tendb-ha`).
+pub fn segment(s: &str) -> String {
+    heck::ToKebabCase::to_kebab_case(s)
+}
 
 /// How a task's executable is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,13 +1,12 @@
 //! Reads the task YAML into [`ExternalTask`]s, checking every field of every task and collecting
 //! every problem, each naming its task and field.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path};
+use std::path::Path;
 
 use serde_yaml_ng::{Mapping, Value};
 
 use super::schedule::{Schedule, ScheduleError, FIELDS};
-use super::{ConfigError, ConfigErrors, ExternalTask, Language, TaskRef};
+use super::{executable, ConfigError, ConfigErrors, ExternalTask, Language, TaskRef};
 
 const KNOWN_FIELDS: &[&str] = &[
     "name",
@@ -244,7 +243,7 @@ fn parse_task(
     let cluster_type = f.string("cluster_type");
     if cluster_type
         .as_deref()
-        .is_some_and(|ct| crate::table::segment(ct).is_empty())
+        .is_some_and(|ct| super::segment(ct).is_empty())
     {
         f.error("cluster_type", "must contain at least one letter or digit");
     }
@@ -274,7 +273,9 @@ fn parse_task(
     let schedule = f.schedule();
 
     if let (Some(exe), Some(lang), Some(collected)) = (&executable, language, collected) {
-        check_executable(exe, lang, collected, collect_dir, &mut f);
+        if let Err(message) = executable::check(exe, lang, collected, collect_dir) {
+            f.error("executable", message);
+        }
     }
 
     if f.errors.len() > before {
@@ -317,71 +318,10 @@ fn check_name(name: &str, f: &mut Fields<'_>) {
     }
 }
 
-fn check_executable(
-    exe: &str,
-    lang: Language,
-    collected: bool,
-    collect_dir: &Path,
-    f: &mut Fields<'_>,
-) {
-    let first = if lang == Language::Sh {
-        exe.split_whitespace().next().map(str::to_string)
-    } else {
-        match shell_words::split(exe) {
-            Ok(words) => words.into_iter().next(),
-            Err(e) => {
-                f.error("executable", format!("cannot be split into words: {e}"));
-                return;
-            }
-        }
-    };
-    let Some(first) = first else {
-        f.error("executable", "must not be empty");
-        return;
-    };
-    if !collected {
-        return;
-    }
-    let rel = Path::new(&first);
-    if rel.is_absolute() {
-        f.error(
-            "executable",
-            format!("`{first}` is absolute, but a collected executable is a path inside the collect folder"),
-        );
-        return;
-    }
-    if rel.components().any(|c| c == Component::ParentDir) {
-        f.error(
-            "executable",
-            format!(
-                "`{first}` uses `..`: a collected executable must stay inside the collect folder"
-            ),
-        );
-        return;
-    }
-    let path = collect_dir.join(rel);
-    match std::fs::metadata(&path) {
-        Err(e) => f.error(
-            "executable",
-            format!("`{}` cannot be read: {e}", path.display()),
-        ),
-        Ok(meta) if !meta.is_file() => {
-            f.error("executable", format!("`{}` is not a file", path.display()))
-        }
-        Ok(meta) if lang.needs_exec_bit() && meta.permissions().mode() & 0o111 == 0 => f.error(
-            "executable",
-            format!(
-                "`{}` is not executable (language `{}` runs it directly): chmod +x it",
-                path.display(),
-                lang.as_str()
-            ),
-        ),
-        Ok(_) => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn dir_with(files: &[(&str, u32)]) -> tempfile::TempDir {

@@ -19,7 +19,7 @@ mod result;
 use std::ffi::OsString;
 use std::path::Path;
 
-pub use process::{run, LineSink, RunEnv};
+pub use process::{run, LineSink, Progress, RunEnv};
 pub use result::RunResult;
 
 use crate::config::{ExternalTask, Language};

@@ -36,6 +36,10 @@ const PIPE_DRAIN_LIMIT: Duration = Duration::from_secs(2);
 /// Something told a line of output.
 pub type LineSink = dyn Fn(&[u8]) + Send + Sync;
 
+/// Told the latest output line of a running task (of a built-in task, its latest log line), so
+/// an async session can show it as its `message`.
+pub type Progress = std::sync::Arc<LineSink>;
+
 /// Everything a run needs besides the argv.
 pub struct RunEnv<'a> {
     /// Extra environment variables on top of the service's own.

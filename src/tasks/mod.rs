@@ -34,7 +34,7 @@ pub struct TaskContext {
     /// Cancelled when the run is killed; a task must return promptly once it is.
     pub cancel: CancellationToken,
     log: Arc<TaskLog>,
-    progress: Option<crate::app::Progress>,
+    progress: Option<crate::runner::Progress>,
 }
 
 impl TaskContext {
@@ -43,7 +43,7 @@ impl TaskContext {
         session: Uuid,
         cancel: CancellationToken,
         log: Arc<TaskLog>,
-        progress: Option<crate::app::Progress>,
+        progress: Option<crate::runner::Progress>,
     ) -> Self {
         Self {
             session,
