@@ -8,14 +8,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::task::{JoinError, JoinHandle};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::logs::{Rotation, TaskLogs};
+use crate::logs::{Rotation, TaskLog, TaskLogs};
 use crate::reload::Reloader;
 pub use crate::runner::RunResult;
-use crate::runner::{self, Progress, RunEnv};
+use crate::runner::{self, Progress, RunEnv, Stop, StopReason};
 use crate::sessions::SessionStore;
 use crate::table::{load_table, Routes, StartError, Task, TaskKind};
 use crate::tasks::{Prepared, TaskContext};
@@ -148,7 +147,7 @@ impl App {
         task: &Task,
         input: Input,
         session: Uuid,
-        cancel: CancellationToken,
+        cancel: Stop,
         progress: Option<Progress>,
     ) -> RunResult {
         let log = self.logs.get(&task.name);
@@ -200,10 +199,14 @@ impl App {
                 let res = tokio::select! {
                     r = &mut run => r,
                     () = cancel.cancelled() => {
-                        match tokio::time::timeout(self.settings.kill_grace, &mut run).await {
-                            Ok(Err(e)) => Err(format!("killed on request: {e}")),
-                            Ok(Ok(_)) | Err(_) => Err("killed on request".to_string()),
-                        }
+                        let reason = cancel.reason().cloned().unwrap_or(StopReason::Killed);
+                        let msg = match tokio::time::timeout(self.settings.kill_grace, &mut run).await {
+                            Ok(Err(e)) => format!("{reason}: {e}"),
+                            Ok(Ok(_)) | Err(_) => reason.to_string(),
+                        };
+                        let mut stopped = RunResult::failure(String::new(), msg);
+                        stopped.stopped = Some(reason);
+                        return self.log_end(&log, session, started, stopped);
                     }
                 };
                 match res {
@@ -212,6 +215,17 @@ impl App {
                 }
             }
         };
+        self.log_end(&log, session, started, result)
+    }
+
+    /// Logs how a run ended and hands its result on.
+    fn log_end(
+        &self,
+        log: &TaskLog,
+        session: Uuid,
+        started: Instant,
+        result: RunResult,
+    ) -> RunResult {
         let took = started.elapsed();
         if result.ok {
             log.event(session, format_args!("done in {took:.3?}"));
@@ -256,7 +270,7 @@ impl App {
         input: Input,
     ) -> (DisconnectGuard, JoinHandle<RunResult>) {
         let session = Uuid::new_v4();
-        let cancel = CancellationToken::new();
+        let cancel = Stop::new();
         let guard = DisconnectGuard {
             app: self.clone(),
             task: task.clone(),
@@ -295,7 +309,7 @@ struct DisconnectGuard {
     app: Arc<App>,
     task: Arc<Task>,
     session: Uuid,
-    cancel: CancellationToken,
+    cancel: Stop,
     armed: bool,
 }
 
@@ -312,7 +326,7 @@ impl Drop for DisconnectGuard {
                 .logs
                 .get(&self.task.name)
                 .event(self.session, "cancelled: the client disconnected");
-            self.cancel.cancel();
+            self.cancel.stop(StopReason::ClientGone);
         }
     }
 }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::logs::lock;
-use crate::runner::RunResult;
+use crate::runner::{RunResult, Stop, StopReason};
 
 /// What a poller sees of a session.
 #[derive(Debug, Clone, Object, PartialEq)]
@@ -45,7 +45,7 @@ pub struct SessionInfo {
 
 struct Entry {
     info: SessionInfo,
-    cancel: CancellationToken,
+    cancel: Stop,
     finished: CancellationToken,
     ended: Option<Instant>,
 }
@@ -74,9 +74,9 @@ impl SessionStore {
     }
 
     /// Registers a new running session and returns its id and kill token.
-    pub fn create(&self, task: String, args: Value) -> (Uuid, CancellationToken) {
+    pub fn create(&self, task: String, args: Value) -> (Uuid, Stop) {
         let id = Uuid::new_v4();
-        let cancel = CancellationToken::new();
+        let cancel = Stop::new();
         let info = SessionInfo {
             id,
             message: String::new(),
@@ -140,7 +140,7 @@ impl SessionStore {
         let finished = {
             let map = lock(&self.map);
             let e = map.get(&id).ok_or(KillError::NotFound(id))?;
-            e.cancel.cancel();
+            e.cancel.stop(StopReason::Killed);
             e.finished.clone()
         };
         let _ = tokio::time::timeout(wait, finished.cancelled()).await;
@@ -150,7 +150,7 @@ impl SessionStore {
     /// Cancels every running session (shutdown).
     pub fn cancel_all(&self) {
         for e in lock(&self.map).values() {
-            e.cancel.cancel();
+            e.cancel.stop(StopReason::Shutdown);
         }
     }
 

@@ -15,12 +15,14 @@ mod command;
 mod group;
 mod process;
 mod result;
+mod stop;
 
 use std::ffi::OsString;
 use std::path::Path;
 
 pub use process::{run, LineSink, Progress, RunEnv};
 pub use result::RunResult;
+pub use stop::{Stop, StopReason};
 
 use crate::config::{ExternalTask, Language};
 

@@ -9,12 +9,11 @@ use std::time::Duration;
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::command;
 use super::group::{end_run, Group, Leader};
-use super::RunResult;
+use super::{RunResult, Stop, StopReason};
 use crate::logs::{Lines, Stream, TaskLog};
 
 /// A line longer than this is logged in pieces and only its tail piece is kept as "last line", so
@@ -49,7 +48,7 @@ pub struct RunEnv<'a> {
     /// The run's id, written on every log line.
     pub session: Uuid,
     /// Cancelled to end the run (kill on request, client gone, shutdown).
-    pub cancel: CancellationToken,
+    pub cancel: Stop,
     /// Time between SIGTERM and SIGKILL.
     pub grace: Duration,
     /// Told the latest non-empty stdout line, at most once per read, while the run goes on
@@ -137,7 +136,7 @@ pub async fn run(program: &OsStr, args: &[OsString], env: RunEnv<'_>) -> RunResu
         String::from_utf8_lossy(&out_last).into_owned(),
         String::from_utf8_lossy(&err_last).into_owned(),
         exit,
-        cancelled,
+        cancelled.then(|| env.cancel.reason().cloned().unwrap_or(StopReason::Killed)),
     )
 }
 

@@ -3,6 +3,8 @@
 
 use std::process::ExitStatus;
 
+use super::StopReason;
+
 /// How one run ended, in the terms of the `{code, data, msg}` answer; a session shows `data` as
 /// its `message` and, on failure, `msg` as its `error`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +17,8 @@ pub struct RunResult {
     pub msg: String,
     /// The exit code of an external task that exited by itself.
     pub exit_code: Option<i32>,
+    /// Why the run was ended early, if it was.
+    pub stopped: Option<StopReason>,
 }
 
 impl RunResult {
@@ -25,6 +29,7 @@ impl RunResult {
             data,
             msg,
             exit_code: None,
+            stopped: None,
         }
     }
 
@@ -35,6 +40,17 @@ impl RunResult {
             data,
             msg,
             exit_code: None,
+            stopped: None,
+        }
+    }
+
+    /// How the run ended, as a short stable label for records and metrics: `ok`, `failed`, or
+    /// why it was stopped ([`StopReason::as_str`]).
+    pub fn outcome(&self) -> &'static str {
+        match (&self.stopped, self.ok) {
+            (Some(reason), _) => reason.as_str(),
+            (None, true) => "ok",
+            (None, false) => "failed",
         }
     }
 
@@ -48,12 +64,12 @@ impl RunResult {
     }
 
     /// The result of an external task from its last output lines and how its leader ended
-    /// (`Err`: it could not be waited for); `cancelled` when the run was ended on request.
+    /// (`Err`: it could not be waited for); `stopped` when the run was ended early, and why.
     pub(super) fn of_process(
         stdout_last: String,
         stderr_last: String,
         exit: Result<ExitStatus, String>,
-        cancelled: bool,
+        stopped: Option<StopReason>,
     ) -> Self {
         use std::os::unix::process::ExitStatusExt;
 
@@ -61,10 +77,10 @@ impl RunResult {
             Ok(status) => (status.code(), status.signal()),
             Err(_) => (None, None),
         };
-        let failure = if cancelled {
+        let failure = if let Some(reason) = &stopped {
             Some(match signal {
-                Some(sig) => format!("killed on request (signal {sig})"),
-                None => "killed on request".to_string(),
+                Some(sig) => format!("{reason} (signal {sig})"),
+                None => reason.to_string(),
             })
         } else if let Err(e) = exit {
             Some(format!("cannot wait for the process: {e}"))
@@ -84,6 +100,7 @@ impl RunResult {
             data: stdout_last,
             msg: failure.unwrap_or(stderr_last),
             exit_code: code,
+            stopped,
         }
     }
 }
@@ -99,7 +116,7 @@ mod tests {
             "out".into(),
             stderr.into(),
             Ok(ExitStatus::from_raw(raw_status)),
-            cancelled,
+            cancelled.then_some(StopReason::Killed),
         )
     }
 
@@ -120,7 +137,22 @@ mod tests {
         let cancelled = of("", 143 << 8, true);
         assert_eq!(cancelled.error(), "killed on request");
         assert_eq!(cancelled.exit_code, Some(143));
-        let lost = RunResult::of_process(String::new(), String::new(), Err("x".into()), false);
+        let lost = RunResult::of_process(String::new(), String::new(), Err("x".into()), None);
         assert_eq!(lost.msg, "cannot wait for the process: x");
+    }
+
+    #[test]
+    fn outcome_names_how_the_run_ended() {
+        assert_eq!(of("", 0, false).outcome(), "ok");
+        assert_eq!(of("", 1 << 8, false).outcome(), "failed");
+        assert_eq!(of("", 15, true).outcome(), "killed");
+        let timed_out = RunResult::of_process(
+            String::new(),
+            String::new(),
+            Ok(ExitStatus::from_raw(15)),
+            Some(StopReason::TimedOut(std::time::Duration::from_secs(90))),
+        );
+        assert_eq!(timed_out.outcome(), "timed_out");
+        assert_eq!(timed_out.msg, "timed out after 1m 30s (signal 15)");
     }
 }

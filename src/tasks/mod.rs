@@ -15,10 +15,10 @@ use std::sync::Arc;
 use poem_openapi::registry::{MetaSchemaRef, Registry};
 use poem_openapi::types::{ParseFromJSON, ToJSON, Type};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::logs::{Stream, TaskLog};
+use crate::runner::Stop;
 
 pub use counter::Counter;
 
@@ -32,7 +32,7 @@ pub struct TaskContext {
     /// The run's session id.
     pub session: Uuid,
     /// Cancelled when the run is killed; a task must return promptly once it is.
-    pub cancel: CancellationToken,
+    pub cancel: Stop,
     log: Arc<TaskLog>,
     progress: Option<crate::runner::Progress>,
 }
@@ -41,7 +41,7 @@ impl TaskContext {
     /// Builds a context; used by the executor.
     pub fn new(
         session: Uuid,
-        cancel: CancellationToken,
+        cancel: Stop,
         log: Arc<TaskLog>,
         progress: Option<crate::runner::Progress>,
     ) -> Self {
