@@ -66,6 +66,15 @@ class MedianInterval(unittest.TestCase):
         self.assertEqual(pool.verdict(below, 0.4, 0.6), "on the line")
 
 
+# The rounds below were written around a floor share of 0.9; D moves them to the current one.
+D = run.FLOOR_SHARE - 0.9
+SH16 = f"echo-sh c=16: throughput >= {run.FLOOR_SHARE:.0%}"
+
+
+def moved(rounds):
+    return [round(x + D, 6) for x in rounds]
+
+
 class WholeRuns(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.TemporaryDirectory()
@@ -75,23 +84,23 @@ class WholeRuns(unittest.TestCase):
         return next(line for line in stdout.splitlines() if line.startswith(f"| {name}"))
 
     def test_rounds_of_every_run_are_pooled(self):
-        # Alone, each run's rounds straddle 0.9; pooled, 14 rounds put the interval above it.
-        a = result_file(self.dir.name, "a.json", [0.88, 0.93, 0.94, 0.95, 0.95, 0.96, 0.97])
-        b = result_file(self.dir.name, "b.json", [0.89, 0.92, 0.93, 0.94, 0.96, 0.96, 0.98])
+        # Alone, each run's rounds straddle the line; pooled, 14 rounds put the interval above it.
+        a = result_file(self.dir.name, "a.json", moved([0.88, 0.93, 0.94, 0.95, 0.95, 0.96, 0.97]))
+        b = result_file(self.dir.name, "b.json", moved([0.89, 0.92, 0.93, 0.94, 0.96, 0.96, 0.98]))
         code, out, err = pool_lines(a)
         self.assertEqual(code, 0, err)
-        self.assertIn("| on the line |", self.row(out, "echo-sh c=16: throughput >= 90%"))
+        self.assertIn("| on the line |", self.row(out, SH16))
         code, out, err = pool_lines(a, b)
         self.assertEqual(code, 0, err)
-        row = self.row(out, "echo-sh c=16: throughput >= 90%")
-        self.assertIn("| 14 | 0.945 | 0.920 to 0.960 |", row)
+        row = self.row(out, SH16)
+        self.assertIn(f"| 14 | {0.945 + D:.3f} | {0.920 + D:.3f} to {0.960 + D:.3f} |", row)
         self.assertTrue(row.endswith("| 0 of 2 | met |"), row)
 
     def test_a_run_whose_median_missed_is_counted(self):
-        a = result_file(self.dir.name, "a.json", [0.80, 0.82, 0.84, 0.85, 0.86, 0.87, 0.89])
+        a = result_file(self.dir.name, "a.json", moved([0.80, 0.82, 0.84, 0.85, 0.86, 0.87, 0.89]))
         code, out, _ = pool_lines(a)
         self.assertEqual(code, 0)
-        self.assertIn("| 1 of 1 | missed |", self.row(out, "echo-sh c=16: throughput >= 90%"))
+        self.assertIn("| 1 of 1 | missed |", self.row(out, SH16))
 
     def test_different_binaries_are_refused_unless_asked(self):
         a = result_file(self.dir.name, "a.json", [1.0] * 7, binary="b1")
