@@ -76,7 +76,11 @@ pub fn history(
 /// A page of `records`, with the cursor of the next one when the page is full.
 pub fn page(records: Vec<Record>, limit: i64) -> ResultsPage {
     let next = (records.len() as i64 >= limit)
-        .then(|| records.last().map(|r| format!("{}_{}", r.start_ms, r.session_id)))
+        .then(|| {
+            records
+                .last()
+                .map(|r| format!("{}_{}", r.start_ms, r.session_id))
+        })
         .flatten();
     ResultsPage { records, next }
 }
@@ -97,8 +101,13 @@ mod tests {
         assert!(history(None, None, Some(1001), None).is_err());
         assert!(history(None, None, None, Some("x".into())).is_err());
         let id = uuid::Uuid::new_v4();
-        let h = history(Some("a/b".into()), Some(String::new()), None, Some(format!("12_{id}")))
-            .unwrap();
+        let h = history(
+            Some("a/b".into()),
+            Some(String::new()),
+            None,
+            Some(format!("12_{id}")),
+        )
+        .unwrap();
         assert_eq!(h.limit, 50);
         assert_eq!(h.task.as_deref(), Some("a/b"));
         assert_eq!(h.status, None);
