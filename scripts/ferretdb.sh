@@ -17,6 +17,16 @@ CACHE="${CS_FERRETDB_CACHE:-$ROOT/target/ferretdb/$VERSION}"
 BIN="$CACHE/ferretdb"
 GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 
+# FerretDB needs Go >= 1.22; Debian bookworm's golang-go is 1.19. An older go fetches a newer
+# toolchain as a module from the Go module proxy (golang.org/toolchain) and builds with that.
+go_minor=$("$GO" env GOVERSION 2>/dev/null | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
+if [[ ! -x "$BIN" && ( -z "$go_minor" || "$go_minor" -lt 22 ) ]]; then
+    case "$(uname -m)" in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
+    toolchain=$("$GO" mod download -json "golang.org/toolchain@v0.0.1-go1.22.12.linux-$arch" \
+        | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+    GO="$toolchain/bin/go"
+fi
+
 if [[ ! -x "$BIN" ]]; then
     mkdir -p "$CACHE"
     work=$(mktemp -d)
