@@ -24,7 +24,10 @@ if [[ ! -x "$BIN" && ( -z "$go_minor" || "$go_minor" -lt 22 ) ]]; then
     case "$(uname -m)" in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
     toolchain=$("$GO" mod download -json "golang.org/toolchain@v0.0.1-go1.22.12.linux-$arch" \
         | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
-    GO="$toolchain/bin/go"
+    # Module files are read-only and not executable: copy the toolchain and mark its tools.
+    rm -rf "$CACHE/go" && mkdir -p "$CACHE" && cp -r "$toolchain" "$CACHE/go"
+    chmod -R u+w "$CACHE/go" && chmod +x "$CACHE/go/bin/"* "$CACHE/go/pkg/tool/"*/*
+    GO="$CACHE/go/bin/go"
 fi
 
 if [[ ! -x "$BIN" ]]; then
