@@ -16,6 +16,7 @@ use crate::reload::Reloader;
 pub use crate::runner::RunResult;
 use crate::runner::{self, Progress, RunEnv, Stop, StopReason};
 use crate::sessions::SessionStore;
+use crate::store::{Record, Start, Store, StoreSettings};
 use crate::table::{load_table, Routes, StartError, Task, TaskKind};
 use crate::tasks::{Prepared, TaskContext};
 
@@ -40,6 +41,8 @@ pub struct Settings {
     pub reload_debounce: Duration,
     /// How many threads the async runtime has.
     pub workers: usize,
+    /// Where result records go.
+    pub store: StoreSettings,
 }
 
 impl Settings {
@@ -68,6 +71,8 @@ pub struct App {
     pub tracker: TaskTracker,
     /// Reloads the config into `routes` and remembers the last rejected reload.
     pub reloader: Arc<Reloader>,
+    /// Every run's result record (src/store).
+    pub store: Arc<Store>,
 }
 
 impl App {
@@ -87,8 +92,10 @@ impl App {
             collect_dir.clone(),
             settings.reload_debounce,
         ));
+        let store = Arc::new(Store::new(settings.store.clone()));
         Ok(Arc::new(Self {
             routes,
+            store,
             sessions: SessionStore::new(settings.session_retention),
             logs: TaskLogs::new(settings.log_dir.clone(), settings.rotation()),
             collect_dir,
@@ -152,20 +159,32 @@ impl App {
     ) -> RunResult {
         let log = self.logs.get(&task.name);
         let started = Instant::now();
+        // The argv of an external task, built once for the record, the log and the run.
+        let argv = match (&input, &task.kind) {
+            (Input::Args(posted), TaskKind::External { invocation, .. }) => {
+                Some(invocation.args(posted))
+            }
+            _ => None,
+        };
+        let command = match (&argv, &task.kind) {
+            (Some(args), TaskKind::External { invocation, .. }) => format!(
+                "{} {}",
+                invocation.program.to_string_lossy(),
+                QuotedArgs(args)
+            ),
+            _ => format!("builtin /{}", task.path),
+        };
+        // An async session reports progress; a sync run does not.
+        let record = self.record_start(task, &input, session, progress.is_some(), command);
         let result = match input {
-            Input::Args(posted) => {
+            Input::Args(_) => {
                 let TaskKind::External { invocation, .. } = &task.kind else {
                     unreachable!("arguments are only parsed for external tasks")
                 };
-                let args = invocation.args(&posted);
+                let args = argv.unwrap_or_default();
                 log.event(
                     session,
-                    format_args!(
-                        "start /{}: {} {}",
-                        task.path,
-                        invocation.program.to_string_lossy(),
-                        QuotedArgs(&args)
-                    ),
+                    format_args!("start /{}: {}", task.path, record.command),
                 );
                 let mut session_text = Uuid::encode_buffer();
                 runner::run(
@@ -179,6 +198,8 @@ impl App {
                                 "CS_SESSION_ID",
                                 session.hyphenated().encode_lower(&mut session_text),
                             ),
+                            ("CS_RESULT_DB_URI", self.store.child_uri()),
+                            ("CS_DB_NAME", self.store.db_name()),
                         ],
                         log: &log,
                         session,
@@ -206,6 +227,7 @@ impl App {
                         };
                         let mut stopped = RunResult::failure(String::new(), msg);
                         stopped.stopped = Some(reason);
+                        self.store.put(record.ended(&stopped));
                         return self.log_end(&log, session, started, stopped);
                     }
                 };
@@ -215,7 +237,48 @@ impl App {
                 }
             }
         };
+        self.store.put(record.ended(&result));
         self.log_end(&log, session, started, result)
+    }
+
+    /// Queues the record of a run that starts now and returns it, for its end to update.
+    fn record_start(
+        &self,
+        task: &Task,
+        input: &Input,
+        session: Uuid,
+        is_async: bool,
+        command: String,
+    ) -> Record {
+        let record = Record::started(
+            Start {
+                session,
+                task: &task.name,
+                cluster_type: &task.cluster_type,
+                path: &task.path,
+                is_async,
+                args: input.as_json(),
+                command,
+            },
+            self.store.owner(),
+        );
+        self.store.put(record.clone());
+        record
+    }
+
+    /// Starts the result store; a session another replica asks to kill is killed here.
+    pub async fn start_store(self: &Arc<Self>) -> Result<(), crate::store::StoreError> {
+        let app = Arc::downgrade(self);
+        let wait = self.settings.kill_grace;
+        self.store
+            .start(Arc::new(move |id| {
+                if let Some(app) = app.upgrade() {
+                    tokio::spawn(async move {
+                        let _ = app.sessions.kill(id, wait).await;
+                    });
+                }
+            }))
+            .await
     }
 
     /// Logs how a run ended and hands its result on.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::Settings;
+use crate::store::{Secret, StoreSettings};
 
 /// Serves legacy scheduled scripts and built-in Rust tasks as HTTP endpoints for Celery beat.
 #[derive(Debug, Parser)]
@@ -76,7 +77,8 @@ pub struct RunArgs {
     #[arg(long, env = "CS_ADDRESS", default_value = "0.0.0.0:80")]
     pub address: String,
 
-    /// Result database address (MongoDB).
+    /// Result database (MongoDB): `host:port` or a `mongodb://` URI; without it results go to
+    /// the embedded store (`--result-db-file`).
     #[arg(long, env = "CS_DB_ADDRESS")]
     pub db_address: Option<String>,
 
@@ -88,7 +90,7 @@ pub struct RunArgs {
     #[arg(long, env = "CS_DB_PASSWORD", hide_env_values = true)]
     pub db_password: Option<String>,
 
-    /// Result database name.
+    /// Result database name [default: celery_service].
     #[arg(long, env = "CS_DB_NAME")]
     pub db_name: Option<String>,
 
@@ -119,6 +121,18 @@ pub struct RunArgs {
     /// Threads of the async runtime that serves requests and runs [default: one per core, at least 2].
     #[arg(long, env = "CS_WORKERS")]
     pub workers: Option<usize>,
+
+    /// The embedded result store (SQLite) without `--db-address`; the spool with it.
+    #[arg(long, env = "CS_RESULT_DB_FILE", default_value = "results.sqlite3")]
+    pub result_db_file: PathBuf,
+
+    /// How long ended result records are kept (e.g. `30d`, `12h`).
+    #[arg(long, env = "CS_RESULT_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub result_retention: Duration,
+
+    /// A replica whose heartbeat is this old is taken for dead: its running records become `lost`.
+    #[arg(long, env = "CS_REPLICA_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub replica_timeout: Duration,
 }
 
 impl RunArgs {
@@ -148,6 +162,31 @@ impl RunArgs {
             log_max_files: self.log_max_files,
             reload_debounce: self.reload_debounce,
             workers: self.workers.unwrap_or_else(default_workers),
+            store: self.store_settings()?,
+        })
+    }
+
+    /// Where result records go.
+    fn store_settings(&self) -> Result<StoreSettings, String> {
+        if self.replica_timeout < Duration::from_secs(2) {
+            return Err(
+                "--replica-timeout must be at least 2s (heartbeats come every 0.5s)".into(),
+            );
+        }
+        let address = self.db_address.clone().filter(|a| !a.trim().is_empty());
+        Ok(StoreSettings {
+            password: Secret::of(self.db_password.clone(), address.as_deref()),
+            address,
+            user: self.db_user.clone().filter(|u| !u.is_empty()),
+            db_name: self
+                .db_name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "celery_service".into()),
+            file: std::path::absolute(&self.result_db_file)
+                .map_err(|e| format!("--result-db-file: {e}"))?,
+            retention: self.result_retention,
+            replica_timeout: self.replica_timeout,
         })
     }
 }

@@ -8,6 +8,7 @@
 //! - [`runner`]: argv building and child processes (the only module with pids and signals).
 //! - [`sessions`]: async sessions, kill and retention.
 //! - [`tasks`]: tasks written in Rust and their registry.
+//! - [`store`]: every run's result record: embedded SQLite or MongoDB, spool, replicas.
 //! - [`logs`]: per-task and service log files with size rotation.
 //! - [`reload`]: the one reload path (file change, SIGHUP, `POST /-/reload`) and its status.
 //! - [`app`]: the shared state and the operations the HTTP layer calls.
@@ -28,6 +29,7 @@ pub mod reload;
 pub mod runner;
 pub mod server;
 pub mod sessions;
+pub mod store;
 pub mod table;
 pub mod tasks;
 

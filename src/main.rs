@@ -103,6 +103,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         // The file may have changed between the load and the start of the watch: compare it
         // with the loaded text now that any later change is seen.
         reload::catch_up(&app.reloader).await;
+        // The result store opens before anything listens (a MongoDB that is down only spools).
+        app.start_store().await.context("cannot start the result store")?;
         let listener = tokio::net::TcpListener::bind(&args.address)
             .await
             .with_context(|| format!("cannot listen on {}", args.address))?;
@@ -118,6 +120,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         serve(app.clone(), listener, shutdown_signal()).await?;
         hangups.abort();
         drop(watch);
+        // Every run has ended: its end record is queued. Write or spool them all.
+        app.store.close(std::time::Duration::from_secs(15)).await;
         tracing::info!("stopped");
         app.logs.flushed().await;
         Ok(())

@@ -255,6 +255,8 @@ pub const FIXED_ROUTES: &[(&str, &str)] = &[
     ("GET", "/ping"),
     ("GET", "/-/config"),
     ("POST", "/-/reload"),
+    ("GET", "/results"),
+    ("GET", "/-/store"),
     ("GET", "/openapi.json"),
     ("GET", "/openapi.yaml"),
     ("GET", "/swagger"),

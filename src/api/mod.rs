@@ -12,6 +12,7 @@ mod envelope;
 pub mod hangup;
 pub mod openapi;
 mod rendered;
+mod results;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use poem::http::StatusCode;
 use poem::web::{Data, Path};
 use poem::{handler, post, Body, EndpointExt, IntoEndpoint, Request, Response, Route};
+use poem_openapi::param::Query;
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService};
 use uuid::Uuid;
@@ -29,6 +31,8 @@ use crate::app::{self, App};
 use crate::config::Schedule;
 use crate::reload::{ConfigStatus, Trigger};
 use crate::sessions::{KillError, SessionInfo};
+use crate::store::StoreStatus;
+use results::ResultsAnswer;
 
 pub use body::LenientJson;
 pub use envelope::{Envelope, ErrorEnvelope};
@@ -119,6 +123,9 @@ pub enum QueryAnswer {
     /// No such session (never existed, or cleaned after its retention).
     #[oai(status = 404)]
     NotFound(Json<ErrorEnvelope>),
+    /// The session is not in memory and the result store cannot be read now.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorEnvelope>),
 }
 
 /// Answers of `/async/kill`.
@@ -134,6 +141,9 @@ pub enum KillAnswer {
     /// No such session.
     #[oai(status = 404)]
     NotFound(Json<ErrorEnvelope>),
+    /// The session is not in memory and the result store cannot be read now.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorEnvelope>),
 }
 
 // A body that does not parse is answered by the operation's own documented 400 variant, so the
@@ -223,11 +233,16 @@ impl Api {
         let session = self.app.sessions.get(id);
         // A session seen as done has its log records in its file.
         self.app.logs.flushed().await;
-        match session {
-            Some(s) => QueryAnswer::Ok(Json(Envelope::ok(vec![s]))),
-            None => {
+        if let Some(s) = session {
+            return QueryAnswer::Ok(Json(Envelope::ok(vec![s])));
+        }
+        // Not in memory: after a restart, past the retention, or on another replica.
+        match self.app.store.get(id).await {
+            Ok(Some(r)) => QueryAnswer::Ok(Json(Envelope::ok(vec![r.to_session()]))),
+            Ok(None) => {
                 QueryAnswer::NotFound(Json(ErrorEnvelope::new(format!("session {id} not found"))))
             }
+            Err(e) => QueryAnswer::Unavailable(Json(ErrorEnvelope::new(e.to_string()))),
         }
     }
 
@@ -246,10 +261,43 @@ impl Api {
         self.app.logs.flushed().await;
         match killed {
             Ok(s) => KillAnswer::Ok(Json(Envelope::ok(s))),
-            Err(e @ KillError::NotFound(_)) => {
-                KillAnswer::NotFound(Json(ErrorEnvelope::new(e.to_string())))
-            }
+            // Not here: its owner (another replica) is asked through the result store.
+            Err(e @ KillError::NotFound(_)) => match self.app.store.remote_kill(id, wait).await {
+                Ok(Some(s)) => KillAnswer::Ok(Json(Envelope::ok(s))),
+                Ok(None) => KillAnswer::NotFound(Json(ErrorEnvelope::new(e.to_string()))),
+                Err(e) => KillAnswer::Unavailable(Json(ErrorEnvelope::new(e.to_string()))),
+            },
         }
+    }
+
+    /// Result history from the result store, newest first.
+    ///
+    /// Filters: `task` (a task path such as `tendb-cluster/demo1`), `status` (`ok`, `failed`,
+    /// `killed`, `cancelled`, `timed_out`, `shutdown`, `lost`, `running`, …); `limit` (1-1000,
+    /// default 50); `before`: the `next` cursor of the previous page.
+    #[oai(path = "/results", method = "get")]
+    async fn results(
+        &self,
+        task: Query<Option<String>>,
+        status: Query<Option<String>>,
+        limit: Query<Option<u32>>,
+        before: Query<Option<String>>,
+    ) -> ResultsAnswer {
+        let h = match results::history(task.0, status.0, limit.0, before.0) {
+            Ok(h) => h,
+            Err(e) => return ResultsAnswer::BadRequest(Json(ErrorEnvelope::new(e))),
+        };
+        let limit = h.limit;
+        match self.app.store.history(h).await {
+            Ok(records) => ResultsAnswer::Ok(Json(Envelope::ok(results::page(records, limit)))),
+            Err(e) => ResultsAnswer::unavailable(&e),
+        }
+    }
+
+    /// The result store's state: backend, `connected` or `spooling`, queue depth, spool size.
+    #[oai(path = "/-/store", method = "get")]
+    async fn store_status(&self) -> Json<Envelope<StoreStatus>> {
+        Json(Envelope::ok(self.app.store.status()))
     }
 
     /// Liveness probe: answers `pong`.

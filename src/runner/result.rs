@@ -19,6 +19,11 @@ pub struct RunResult {
     pub exit_code: Option<i32>,
     /// Why the run was ended early, if it was.
     pub stopped: Option<StopReason>,
+    /// The last non-empty stderr line as the process wrote it (`msg` holds the failure text
+    /// instead when the run failed); for the result store.
+    pub stderr_last: String,
+    /// The signal that ended an external task, if one did.
+    pub signal: Option<i32>,
 }
 
 impl RunResult {
@@ -30,6 +35,8 @@ impl RunResult {
             msg,
             exit_code: None,
             stopped: None,
+            stderr_last: String::new(),
+            signal: None,
         }
     }
 
@@ -41,6 +48,8 @@ impl RunResult {
             msg,
             exit_code: None,
             stopped: None,
+            stderr_last: String::new(),
+            signal: None,
         }
     }
 
@@ -98,9 +107,11 @@ impl RunResult {
         Self {
             ok: failure.is_none(),
             data: stdout_last,
-            msg: failure.unwrap_or(stderr_last),
+            msg: failure.unwrap_or_else(|| stderr_last.clone()),
             exit_code: code,
             stopped,
+            stderr_last,
+            signal,
         }
     }
 }

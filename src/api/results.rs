@@ -1,0 +1,116 @@
+//! `GET /results` and `GET /-/store`: the result store's history and state, and the answers of
+//! the fixed API when a session is only in the store (after a restart, or on another replica).
+
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object};
+
+use super::envelope::{Envelope, ErrorEnvelope};
+use crate::store::{History, Record, StoreError};
+
+/// Records per page when `limit` is not given.
+const DEFAULT_LIMIT: u32 = 50;
+/// Most records per page.
+const MAX_LIMIT: u32 = 1000;
+
+/// One page of `GET /results`, newest first.
+#[derive(Debug, Clone, Object)]
+pub struct ResultsPage {
+    /// The records.
+    pub records: Vec<Record>,
+    /// Pass as `before` for the next (older) page; null on the last page.
+    #[oai(nullable)]
+    pub next: Option<String>,
+}
+
+/// Answers of `GET /results`.
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "ResultsAnswer::bad_query")]
+pub enum ResultsAnswer {
+    /// A page of records, newest first.
+    #[oai(status = 200)]
+    Ok(Json<Envelope<ResultsPage>>),
+    /// `limit` or `before` is not valid.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorEnvelope>),
+    /// The result store cannot be read now (MongoDB unreachable).
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorEnvelope>),
+}
+
+impl ResultsAnswer {
+    fn bad_query(err: poem::Error) -> Self {
+        Self::BadRequest(Json(ErrorEnvelope::new(err.to_string())))
+    }
+
+    /// The answer for a store that cannot be read.
+    pub fn unavailable(e: &StoreError) -> Self {
+        Self::Unavailable(Json(ErrorEnvelope::new(e.to_string())))
+    }
+}
+
+/// The filter of a `GET /results` query, or what is wrong with it.
+pub fn history(
+    task: Option<String>,
+    status: Option<String>,
+    limit: Option<u32>,
+    before: Option<String>,
+) -> Result<History, String> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(format!("limit must be 1 to {MAX_LIMIT}, not {limit}"));
+    }
+    let before = match before.filter(|b| !b.is_empty()) {
+        None => None,
+        Some(b) => Some(parse_cursor(&b).ok_or_else(|| {
+            format!("before `{b}` is not a cursor (use `next` of the previous page)")
+        })?),
+    };
+    Ok(History {
+        task: task.filter(|t| !t.is_empty()),
+        status: status.filter(|s| !s.is_empty()),
+        limit: i64::from(limit),
+        before,
+    })
+}
+
+/// A page of `records`, with the cursor of the next one when the page is full.
+pub fn page(records: Vec<Record>, limit: i64) -> ResultsPage {
+    let next = (records.len() as i64 >= limit)
+        .then(|| {
+            records
+                .last()
+                .map(|r| format!("{}_{}", r.start_ms, r.session_id))
+        })
+        .flatten();
+    ResultsPage { records, next }
+}
+
+fn parse_cursor(raw: &str) -> Option<(i64, String)> {
+    let (ms, id) = raw.split_once('_')?;
+    let id = uuid::Uuid::parse_str(id).ok()?;
+    Some((ms.parse().ok()?, id.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_checked_and_cursors_round_trip() {
+        assert!(history(None, None, Some(0), None).is_err());
+        assert!(history(None, None, Some(1001), None).is_err());
+        assert!(history(None, None, None, Some("x".into())).is_err());
+        let id = uuid::Uuid::new_v4();
+        let h = history(
+            Some("a/b".into()),
+            Some(String::new()),
+            None,
+            Some(format!("12_{id}")),
+        )
+        .unwrap();
+        assert_eq!(h.limit, 50);
+        assert_eq!(h.task.as_deref(), Some("a/b"));
+        assert_eq!(h.status, None);
+        assert_eq!(h.before, Some((12, id.to_string())));
+    }
+}
