@@ -222,9 +222,16 @@ impl App {
                         return self.log_end(&log, session, started, stopped);
                     }
                 };
-                match res {
-                    Ok(data) => RunResult::success(data, String::new()),
-                    Err(msg) => RunResult::failure(String::new(), msg),
+                match (res, cancel.reason()) {
+                    (Ok(data), _) => RunResult::success(data, String::new()),
+                    // Stopped, and it noticed before the service did: the reason comes first.
+                    (Err(msg), Some(reason)) => {
+                        let mut stopped =
+                            RunResult::failure(String::new(), format!("{reason}: {msg}"));
+                        stopped.stopped = Some(reason.clone());
+                        stopped
+                    }
+                    (Err(msg), None) => RunResult::failure(String::new(), msg),
                 }
             }
         };

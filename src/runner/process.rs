@@ -109,7 +109,7 @@ pub async fn run(program: &OsStr, args: &[OsString], env: RunEnv<'_>) -> RunResu
     let mut group = Group::new(Pid::from_raw(pid), procs);
     let stdout = child.stdout().take();
     let stderr = child.stderr().take();
-    let mut leader = Leader::new(child.wait());
+    let mut leader = Leader::new(leader_wait(&mut child));
 
     let mut out_last = Vec::new();
     let mut err_last = Vec::new();
@@ -203,6 +203,26 @@ pub async fn run(program: &OsStr, args: &[OsString], env: RunEnv<'_>) -> RunResu
         exit,
         cancelled.then(|| env.cancel.reason().cloned().unwrap_or(StopReason::Killed)),
     )
+}
+
+/// The leader's own wait (tokio's), not process-wrap's group wait: that one also reaps every
+/// other member of the group that is the service's child, which under the subreaper includes
+/// the group's orphans, and so would not return while one of them runs.
+fn leader_wait(
+    child: &mut command::Child,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = io::Result<std::process::ExitStatus>> + Send + '_>,
+> {
+    fn innermost(
+        c: &mut dyn process_wrap::tokio::ChildWrapper,
+    ) -> &mut dyn process_wrap::tokio::ChildWrapper {
+        if (c as &dyn std::any::Any).is::<tokio::process::Child>() {
+            c
+        } else {
+            innermost(c.inner_mut())
+        }
+    }
+    innermost(child.as_mut()).wait()
 }
 
 /// The failure text of a run that could not be started; running out of descriptors is said in
