@@ -264,7 +264,7 @@ impl Api {
     #[oai(path = "/-/config", method = "get")]
     async fn config_status(&self) -> Json<Envelope<ConfigStatus>> {
         let mut status = self.app.reloader.status();
-        status.run_control = Some(self.app.control.config());
+        status.run_control = Some(Box::new(self.app.control.config()));
         Json(Envelope::ok(status))
     }
 
