@@ -11,8 +11,10 @@ use tokio::task::{JoinError, JoinHandle};
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::control::{self, Control, Limits, Slot};
 use crate::logs::{Rotation, TaskLog, TaskLogs};
 use crate::reload::Reloader;
+use crate::runner::tracking::{Tracking, TrackingChoice};
 pub use crate::runner::RunResult;
 use crate::runner::{self, Progress, RunEnv, Stop, StopReason};
 use crate::sessions::SessionStore;
@@ -43,6 +45,10 @@ pub struct Settings {
     pub workers: usize,
     /// Where result records go.
     pub store: StoreSettings,
+    /// How every process of a run is found (`--process-tracking`).
+    pub process_tracking: TrackingChoice,
+    /// Run control limits (`--default-timeout`, `--max-running`, …).
+    pub limits: Limits,
 }
 
 impl Settings {
@@ -73,6 +79,8 @@ pub struct App {
     pub reloader: Arc<Reloader>,
     /// Every run's result record (src/store).
     pub store: Arc<Store>,
+    /// Which runs may start, idempotency keys, timeouts, shutdown draining.
+    pub control: Arc<Control>,
 }
 
 impl App {
@@ -85,6 +93,8 @@ impl App {
             path: settings.log_dir.clone(),
             source,
         })?;
+        let tracking = Tracking::setup(settings.process_tracking)?;
+        let control = Control::new(settings.limits, Some(tracking));
         let routes = Arc::new(Routes::new(table));
         let reloader = Arc::new(Reloader::new(
             routes.clone(),
@@ -102,6 +112,7 @@ impl App {
             settings,
             tracker: TaskTracker::new(),
             reloader,
+            control,
         }))
     }
 }
@@ -206,6 +217,8 @@ impl App {
                         cancel,
                         grace: self.settings.kill_grace,
                         on_stdout: progress.as_deref(),
+                        tracking: self.control.tracking.as_ref(),
+                        detach: matches!(&task.kind, TaskKind::External { task, .. } if task.detach_children),
                     },
                 )
                 .await
@@ -213,7 +226,7 @@ impl App {
             Input::Builtin(prepared, params) => {
                 log.event(session, format_args!("start /{} with {params}", task.path));
                 let ctx = TaskContext::new(session, cancel.clone(), log.clone(), progress);
-                let run = prepared(ctx);
+                let run = catch_panic(prepared(ctx), &log, session, &task.path);
                 tokio::pin!(run);
                 // A built-in task is asked to stop through its token; one that ignores it is
                 // dropped after the same grace an external task gets before SIGKILL.
@@ -231,9 +244,16 @@ impl App {
                         return self.log_end(&log, session, started, stopped);
                     }
                 };
-                match res {
-                    Ok(data) => RunResult::success(data, String::new()),
-                    Err(msg) => RunResult::failure(String::new(), msg),
+                match (res, cancel.reason()) {
+                    (Ok(data), _) => RunResult::success(data, String::new()),
+                    // Stopped, and it noticed before the service did: the reason comes first.
+                    (Err(msg), Some(reason)) => {
+                        let mut stopped =
+                            RunResult::failure(String::new(), format!("{reason}: {msg}"));
+                        stopped.stopped = Some(reason.clone());
+                        stopped
+                    }
+                    (Err(msg), None) => RunResult::failure(String::new(), msg),
                 }
             }
         };
@@ -307,9 +327,10 @@ impl App {
         self: &Arc<Self>,
         task: Arc<Task>,
         input: Input,
+        slot: Slot,
         client_gone: impl Future<Output = ()>,
     ) -> RunResult {
-        let (guard, mut handle) = self.start_sync(task, input);
+        let (guard, mut handle) = self.start_sync(task, input, slot);
         let joined = tokio::select! {
             r = &mut handle => r,
             () = client_gone => {
@@ -331,9 +352,10 @@ impl App {
         self: &Arc<Self>,
         task: Arc<Task>,
         input: Input,
+        slot: Slot,
     ) -> (DisconnectGuard, JoinHandle<RunResult>) {
-        let session = Uuid::new_v4();
-        let cancel = Stop::new();
+        let session = slot.id;
+        let cancel = slot.stop.clone();
         let guard = DisconnectGuard {
             app: self.clone(),
             task: task.clone(),
@@ -344,13 +366,15 @@ impl App {
         let app = self.clone();
         let handle = self
             .tracker
-            .spawn(async move { app.execute(&task, input, session, cancel, None).await });
+            .spawn(async move { app.controlled(&task, input, slot, None).await });
         (guard, handle)
     }
 
     /// Starts a session for `task` and returns its id; the session exists when this returns.
-    pub fn start_async(self: &Arc<Self>, task: Arc<Task>, input: Input) -> Uuid {
-        let (id, cancel) = self.sessions.create(task.path.clone(), input.as_json());
+    pub fn start_async(self: &Arc<Self>, task: Arc<Task>, input: Input, slot: Slot) -> Uuid {
+        let id = slot.id;
+        self.sessions
+            .create_for(id, slot.stop.clone(), task.path.clone(), input.as_json());
         let app = self.clone();
         self.tracker.spawn(async move {
             let progress: Progress = {
@@ -360,10 +384,51 @@ impl App {
                         .progress(id, String::from_utf8_lossy(line).into_owned());
                 })
             };
-            let result = app.execute(&task, input, id, cancel, Some(progress)).await;
+            let result = app.controlled(&task, input, slot, Some(progress)).await;
             app.sessions.finish(id, result);
         });
         id
+    }
+}
+
+impl App {
+    /// Runs an admitted task under run control: after the runs it replaces have ended, and
+    /// within its timeout. The slot is given back when the run is over.
+    async fn controlled(
+        &self,
+        task: &Task,
+        input: Input,
+        slot: Slot,
+        progress: Option<Progress>,
+    ) -> RunResult {
+        slot.replaced_ended(self.settings.kill_grace).await;
+        let limit = self.control.timeout(task);
+        let run = self.execute(task, input, slot.id, slot.stop.clone(), progress);
+        control::limited(run, &slot.stop, limit).await
+    }
+}
+
+/// A built-in task's run that fails with the panic's message instead of unwinding into the
+/// service; the panic is logged with its task.
+async fn catch_panic(
+    run: impl Future<Output = Result<String, String>>,
+    log: &TaskLog,
+    session: Uuid,
+    task: &str,
+) -> Result<String, String> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        Ok(r) => r,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            log.event(session, format_args!("panicked: {what}"));
+            tracing::error!(task, %session, "built-in task panicked: {what}");
+            Err(format!("the task panicked: {what}"))
+        }
     }
 }
 

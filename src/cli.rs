@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::Settings;
+use crate::control::Limits;
+use crate::runner::tracking::TrackingChoice;
 use crate::store::{Secret, StoreSettings};
 
 /// Serves legacy scheduled scripts and built-in Rust tasks as HTTP endpoints for Celery beat.
@@ -133,6 +135,26 @@ pub struct RunArgs {
     /// A replica whose heartbeat is this old is taken for dead: its running records become `lost`.
     #[arg(long, env = "CS_REPLICA_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub replica_timeout: Duration,
+
+    /// How every process of a run is found: a cgroup per run, or the subreaper fallback.
+    #[arg(long, env = "CS_PROCESS_TRACKING", value_enum, default_value = "auto")]
+    pub process_tracking: TrackingChoice,
+
+    /// Time limit of a run whose task sets no `timeout` (e.g. `30m`) [default: none].
+    #[arg(long, env = "CS_DEFAULT_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub default_timeout: Option<Duration>,
+
+    /// Most runs at once; past it new runs answer HTTP 429 [default: no limit].
+    #[arg(long, env = "CS_MAX_RUNNING")]
+    pub max_running: Option<usize>,
+
+    /// How long an `Idempotency-Key` of `POST /async/...` answers with the session it started.
+    #[arg(long, env = "CS_IDEMPOTENCY_WINDOW", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub idempotency_window: Duration,
+
+    /// On SIGTERM or SIGINT, how long active runs may go on before they are ended.
+    #[arg(long, env = "CS_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
 }
 
 impl RunArgs {
@@ -152,6 +174,12 @@ impl RunArgs {
         if self.workers == Some(0) {
             return Err("--workers must be at least 1".into());
         }
+        if self.max_running == Some(0) {
+            return Err("--max-running must be at least 1".into());
+        }
+        if self.default_timeout.is_some_and(|t| t.is_zero()) {
+            return Err("--default-timeout must be longer than 0s".into());
+        }
         Ok(Settings {
             config_path: self.config.external_task_config.clone(),
             collect_dir: self.config.collect_dir.clone(),
@@ -162,6 +190,13 @@ impl RunArgs {
             log_max_files: self.log_max_files,
             reload_debounce: self.reload_debounce,
             workers: self.workers.unwrap_or_else(default_workers),
+            process_tracking: self.process_tracking,
+            limits: Limits {
+                default_timeout: self.default_timeout,
+                max_running: self.max_running,
+                idempotency_window: self.idempotency_window,
+                shutdown_timeout: self.shutdown_timeout,
+            },
             store: self.store_settings()?,
         })
     }

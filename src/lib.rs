@@ -11,6 +11,8 @@
 //! - [`store`]: every run's result record: embedded SQLite or MongoDB, spool, replicas.
 //! - [`logs`]: per-task and service log files with size rotation.
 //! - [`reload`]: the one reload path (file change, SIGHUP, `POST /-/reload`) and its status.
+//! - [`control`]: run control: overlap policy, `--max-running`, idempotency keys, timeouts and
+//!   draining at shutdown.
 //! - [`app`]: the shared state and the operations the HTTP layer calls.
 //! - [`api`]: HTTP endpoints and the `{code, data, msg}` envelope.
 //! - [`server`]: the accept loop, one hyper connection task per client, and shutdown.
@@ -24,6 +26,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod logs;
 pub mod reload;
 pub mod runner;

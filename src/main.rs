@@ -117,7 +117,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             "listening on {local}"
         );
         drop(table);
-        serve(app.clone(), listener, shutdown_signal()).await?;
+        tracing::info!(
+            "process tracking: {}",
+            app.control.config().process_tracking_detail
+        );
+        serve(app.clone(), listener, shutdown_then_hurry(app.clone())).await?;
         hangups.abort();
         drop(watch);
         // Every run has ended: its end record is queued. Write or spool them all.
@@ -139,6 +143,16 @@ fn reload_on_hangup(app: Arc<App>) -> anyhow::Result<tokio::task::JoinHandle<()>
             let _ = reload::reload_off_thread(&app.reloader, Trigger::Hangup).await;
         }
     }))
+}
+
+/// Resolves at the first SIGTERM or SIGINT; a second one then ends the shutdown's wait for
+/// active runs at once.
+async fn shutdown_then_hurry(app: Arc<App>) {
+    shutdown_signal().await;
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        app.control.hurry();
+    });
 }
 
 async fn shutdown_signal() {

@@ -54,6 +54,9 @@ pub struct ConfigStatus {
     /// Why the newest version of the file was rejected; null once a reload succeeds.
     #[oai(nullable)]
     pub last_error: Option<ReloadFailure>,
+    /// Run control settings (`GET /-/config` only): process tracking, timeouts, limits.
+    #[oai(skip_serializing_if_is_none)]
+    pub run_control: Option<Box<crate::control::RunControlConfig>>,
 }
 
 /// A rejected reload.
@@ -176,6 +179,7 @@ impl Reloader {
                 message: message.clone(),
                 at: at.to_rfc3339(),
             }),
+            run_control: None,
         }
     }
 }
@@ -237,7 +241,7 @@ fn log_rejection(error: &StartError, kept: u64, trigger: Trigger) {
                 );
             }
         }
-        StartError::Io { .. } => {
+        StartError::Io { .. } | StartError::Tracking(_) => {
             tracing::error!(
                 trigger = trigger.as_str(),
                 "config reload rejected: {error}"

@@ -70,6 +70,12 @@ pub async fn serve(
         })
     };
 
+    // On the signal, new runs are refused (503) while the active ones get their time to finish;
+    // the accept loop goes on until they are done or have been asked to stop.
+    let shutdown = async {
+        shutdown.await;
+        app.control.drain().await;
+    };
     tokio::pin!(shutdown);
     let mut next_id = 0u64;
     loop {

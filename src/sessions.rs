@@ -77,6 +77,12 @@ impl SessionStore {
     pub fn create(&self, task: String, args: Value) -> (Uuid, Stop) {
         let id = Uuid::new_v4();
         let cancel = Stop::new();
+        self.create_for(id, cancel.clone(), task, args);
+        (id, cancel)
+    }
+
+    /// Registers a new running session with the id and stop handle its run was admitted with.
+    pub fn create_for(&self, id: Uuid, cancel: Stop, task: String, args: Value) {
         let info = SessionInfo {
             id,
             message: String::new(),
@@ -97,7 +103,6 @@ impl SessionStore {
                 ended: None,
             },
         );
-        (id, cancel)
     }
 
     /// Records the latest output line of a running session as its `message`.

@@ -213,6 +213,9 @@ pub enum StartError {
         /// What went wrong.
         source: std::io::Error,
     },
+    /// The process tracking `--process-tracking` asks for cannot be set up.
+    #[error("--process-tracking: {0}")]
+    Tracking(#[from] crate::runner::tracking::TrackingError),
 }
 
 /// Reads and validates the config at `path` into a route table.

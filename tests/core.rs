@@ -695,15 +695,16 @@ async fn a_run_ends_when_its_process_has_exited_and_its_pipes_are_closed() {
         v,
         json!({"code": 1, "data": "before", "msg": "exited with code 3"})
     );
-    // The leader exits at once, a grandchild in its group writes later: the run waits for it.
+    // The leader exits at once, a grandchild in its group would write later: the run answers
+    // with what the leader printed, and the grandchild is ended (issue #18).
     let v = sync(&s, "runner/grandchild-writes-last", None).await;
-    assert_eq!(v, json!({"code": 0, "data": "late", "msg": ""}));
-    // A process outside the group keeps the pipes open: reading stops after the drain limit.
+    assert_eq!(v, json!({"code": 0, "data": "early", "msg": ""}));
+    // A process outside the group holds the pipes: it is ended with the run, no drain wait.
     let v = sync(&s, "runner/pipes-outlive-group", None).await;
     assert_eq!(v, json!({"code": 0, "data": "started", "msg": ""}));
     let log = s.log("pipes_outlive_group");
     assert!(
-        log.contains("output pipes still open after the process group exited"),
+        log.contains("the program exited leaving 1 process(es) running; ending them"),
         "{log}"
     );
 }

@@ -154,7 +154,10 @@ async fn served_document_is_valid_openapi_with_every_task() {
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(statuses, BTreeSet::from(["200", "400", "404", "413"]));
+    assert_eq!(
+        statuses,
+        BTreeSet::from(["200", "400", "404", "409", "413", "429", "503"])
+    );
     // Shared answers are written once, in components/responses, and referred to.
     let ok = resolve(&doc, &op["responses"]["200"]);
     let answer = resolve(&doc, &ok["content"]["application/json"]["schema"]);
@@ -172,6 +175,9 @@ async fn served_document_is_valid_openapi_with_every_task() {
     let ok = resolve(&doc, &op["responses"]["200"]);
     let started = resolve(&doc, &ok["content"]["application/json"]["schema"]);
     assert_eq!(started["properties"]["data"]["format"], "uuid");
+    // An async call may be refused for an Idempotency-Key of another task, and documents it.
+    assert!(op["responses"]["422"].is_object(), "{op}");
+    assert_eq!(op["parameters"][0]["name"], "Idempotency-Key");
 
     // The built-in counter: its parameters' schema and example.
     let op = &doc["paths"]["/sync/tendb-ha/counter"]["post"];

@@ -11,6 +11,7 @@ mod body;
 mod envelope;
 pub mod hangup;
 pub mod openapi;
+mod refusal;
 mod rendered;
 mod results;
 
@@ -310,7 +311,9 @@ impl Api {
     /// newest version of the file was rejected, if it was.
     #[oai(path = "/-/config", method = "get")]
     async fn config_status(&self) -> Json<Envelope<ConfigStatus>> {
-        Json(Envelope::ok(self.app.reloader.status()))
+        let mut status = self.app.reloader.status();
+        status.run_control = Some(Box::new(self.app.control.config()));
+        Json(Envelope::ok(status))
     }
 
     /// Reloads the task config now, as a file change or SIGHUP does. A rejected file changes
@@ -417,8 +420,12 @@ async fn sync_task(
         Ok(v) => v,
         Err(resp) => return resp,
     };
+    let slot = match app.control.admit(&task) {
+        Ok(slot) => slot,
+        Err(refused) => return refusal::answer(&refused),
+    };
     let client_gone = hangup::client_gone(req);
-    let r = app.run_sync(task, input, client_gone).await;
+    let r = app.run_sync(task, input, slot, client_gone).await;
     // The run's log records are in its file before its answer is sent.
     app.logs.flushed().await;
     envelope::respond(StatusCode::OK, &Envelope::of(r.ok, r.data, r.msg))
@@ -430,11 +437,23 @@ async fn async_task(
     Path((ct, name)): Path<(String, String)>,
     body: Body,
     Data(app): Data<&Arc<App>>,
+    req: &Request,
 ) -> Response {
     let (task, input) = match prepare(app, &ct, &name, body).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    let id = app.start_async(task, input);
-    envelope::respond(StatusCode::OK, &Envelope::ok(id.to_string()))
+    let path = task.path.clone();
+    let start = || {
+        let slot = app.control.admit(&task)?;
+        Ok(app.start_async(task, input, slot))
+    };
+    let started = match req.header("idempotency-key") {
+        Some(key) => app.control.once(key, &path, start).map(|(id, _)| id),
+        None => start(),
+    };
+    match started {
+        Ok(id) => envelope::respond(StatusCode::OK, &Envelope::ok(id.to_string())),
+        Err(refused) => refusal::answer(&refused),
+    }
 }

@@ -11,12 +11,10 @@
 //! compiled into the binary: the hosts have no internet, and poem-openapi's own Swagger UI page
 //! inlines a document fixed at start-up instead of loading the live one.
 
+use super::rendered::Cache;
+use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock};
-
-use bytes::Bytes;
-
-use super::rendered::Cache;
 
 use poem::http::{header, Method, StatusCode};
 use poem::web::Data;
@@ -148,7 +146,7 @@ pub fn document(table: &RouteTable) -> Value {
         }),
     );
     doc["components"]["schemas"] = Value::Object(schemas);
-    doc["components"]["responses"] = task_responses();
+    doc["components"]["responses"] = super::refusal::with_components(task_responses());
 
     let mut tags = vec![
         json!({"name": SERVICE_TAG, "description": "Routes, task discovery and async sessions"}),
@@ -294,7 +292,7 @@ fn operation(kind: Kind, task: &Task, body: Value) -> Value {
         ),
     };
     let reference = |name: &str| json!({"$ref": format!("#/components/responses/{name}")});
-    json!({
+    let mut op = json!({
         "tags": [task.cluster_type],
         "summary": summary,
         "description": format!("{what}\n\n{}", scheduling(task)),
@@ -308,7 +306,9 @@ fn operation(kind: Kind, task: &Task, body: Value) -> Value {
             "404": reference("NoSuchTask"),
             "413": reference("BodyTooLarge"),
         },
-    })
+    });
+    super::refusal::document(&mut op, matches!(kind, Kind::Async));
+    op
 }
 
 /// The operations of this module's own routes.

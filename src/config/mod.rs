@@ -113,6 +113,48 @@ pub struct ExternalTask {
     pub empty_param: Vec<String>,
     /// When a scheduler should run it, if the config says.
     pub schedule: Option<Schedule>,
+    /// How long a run may take before it is ended (`timeout`); `None`: the service's default.
+    pub timeout: Option<std::time::Duration>,
+    /// What a call does while a run of the task is active (`concurrency_policy`).
+    pub concurrency_policy: ConcurrencyPolicy,
+    /// Leave what the program started running when it exits by itself (`detach_children`).
+    pub detach_children: bool,
+}
+
+/// What a call does while a run of the same task is active, as Kubernetes CronJob's
+/// `concurrencyPolicy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConcurrencyPolicy {
+    /// Runs go on side by side.
+    #[default]
+    Allow,
+    /// The call is refused (HTTP 409) naming the running session.
+    Forbid,
+    /// The running one is ended as a kill ends it, and the new one starts.
+    Replace,
+}
+
+impl ConcurrencyPolicy {
+    /// Every accepted spelling, as shown in errors and docs.
+    pub const NAMES: &'static str = "allow, forbid, replace";
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "allow" => Self::Allow,
+            "forbid" => Self::Forbid,
+            "replace" => Self::Replace,
+            _ => return None,
+        })
+    }
+
+    /// The spelling in the YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Forbid => "forbid",
+            Self::Replace => "replace",
+        }
+    }
 }
 
 /// Which task an error is about.

@@ -6,7 +6,9 @@ use std::path::Path;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::schedule::{Schedule, ScheduleError, FIELDS};
-use super::{executable, ConfigError, ConfigErrors, ExternalTask, Language, TaskRef};
+use super::{
+    executable, ConcurrencyPolicy, ConfigError, ConfigErrors, ExternalTask, Language, TaskRef,
+};
 
 const KNOWN_FIELDS: &[&str] = &[
     "name",
@@ -19,6 +21,9 @@ const KNOWN_FIELDS: &[&str] = &[
     "enable",
     "empty_param",
     "schedule",
+    "timeout",
+    "concurrency_policy",
+    "detach_children",
 ];
 
 /// Parses and validates the whole task list. `collect_dir` is where collected executables live.
@@ -271,6 +276,31 @@ fn parse_task(
     let enable = f.read("enable", "true or false", Value::as_bool);
     let empty_param = f.strings("empty_param");
     let schedule = f.schedule();
+    let timeout = f
+        .read(
+            "timeout",
+            "a duration like \"30s\", \"15m\" or \"2h\"",
+            |v| v.as_str().map(str::to_string),
+        )
+        .and_then(|text| match humantime::parse_duration(&text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                f.error(
+                    "timeout",
+                    format!("`{text}` is not a duration like 30s, 15m or 2h: {e}"),
+                );
+                None
+            }
+        });
+    if timeout.is_some_and(|t| t.is_zero()) {
+        f.error("timeout", "must be longer than 0s");
+    }
+    let concurrency_policy = f.read(
+        "concurrency_policy",
+        &format!("one of {}", ConcurrencyPolicy::NAMES),
+        |v| ConcurrencyPolicy::parse(v.as_str()?),
+    );
+    let detach_children = f.read("detach_children", "true or false", Value::as_bool);
 
     if let (Some(exe), Some(lang), Some(collected)) = (&executable, language, collected) {
         if let Err(message) = executable::check(exe, lang, collected, collect_dir) {
@@ -292,6 +322,9 @@ fn parse_task(
         enable: enable.unwrap_or(true),
         empty_param: empty_param?,
         schedule,
+        timeout,
+        concurrency_policy: concurrency_policy.unwrap_or_default(),
+        detach_children: detach_children.unwrap_or(false),
     })
 }
 
@@ -317,6 +350,10 @@ fn check_name(name: &str, f: &mut Fields<'_>) {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "parse_run_control_tests.rs"]
+mod run_control_tests;
 
 #[cfg(test)]
 mod tests {

@@ -19,6 +19,7 @@ use nix::unistd::Pid;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::tracking::RunProcs;
 use crate::logs::TaskLog;
 
 /// How soon the group is first checked after a signal; each later check waits twice as long, up
@@ -31,21 +32,30 @@ const CHECK_MAX: Duration = Duration::from_millis(200);
 /// dies when it wakes) before the run is reported ended anyway, with what was left.
 const KILL_SETTLE: Duration = Duration::from_secs(2);
 
-/// The process group a run's leader was started in.
+/// The process group a run's leader was started in, and every other process of the run that
+/// its tracking ([`RunProcs`]) finds, in the group or not.
 pub struct Group {
     pgid: Pid,
+    procs: Option<RunProcs>,
     /// Set once the run has ended (by itself, or through [`end_run`]); until then, dropping the
     /// group (the run's future dropped with its runtime) kills all of it.
     settled: bool,
 }
 
 impl Group {
-    /// The group led by `leader`, a child just started in a group of its own.
-    pub fn new(leader: Pid) -> Self {
+    /// The group led by `leader`, a child just started in a group of its own, with the run's
+    /// tracking when the service has one.
+    pub fn new(leader: Pid, procs: Option<RunProcs>) -> Self {
         Self {
             pgid: leader,
+            procs,
             settled: false,
         }
+    }
+
+    /// The run's tracking, if it has one.
+    pub fn procs(&self) -> Option<&RunProcs> {
+        self.procs.as_ref()
     }
 
     /// The group's id.
@@ -53,15 +63,15 @@ impl Group {
         self.pgid.as_raw()
     }
 
-    /// Says in the task log what of the group still runs after its run ended by itself: such a
-    /// process is no longer tracked (a script may start a background job on purpose).
+    /// Says in the task log what of the run still runs after it ended by itself and was let go
+    /// (`detach_children`): such a process is no longer tracked.
     pub fn left_running(&self, log: &TaskLog, session: Uuid) {
         let alive = self.alive();
         if alive > 0 {
             log.event(
                 session,
                 format_args!(
-                    "{} of process group {} still running after the run ended; left running",
+                    "{} of process group {} still running after the run ended; left running (detach_children)",
                     processes(alive),
                     self.id()
                 ),
@@ -77,20 +87,29 @@ impl Group {
     fn signal(&self, signal: Signal) {
         // ESRCH only means nothing of the group is left, which is what we want.
         let _ = killpg(self.pgid, signal);
+        if let Some(procs) = &self.procs {
+            procs.signal(signal);
+        }
     }
 
     /// How many processes of the group still run. Zombies do not count: they run nothing, and
     /// one whose parent has died may never be reaped where PID 1 does not reap orphans.
     pub fn alive(&self) -> usize {
-        // No process left at all, not even a zombie: no need to read /proc.
+        let mut alive: Vec<i32> = self.procs.as_ref().map(RunProcs::pids).unwrap_or_default();
+        // No process of the group left at all, not even a zombie: no need to read /proc.
         if killpg(self.pgid, None) == Err(Errno::ESRCH) {
-            return 0;
+            return alive.len();
         }
         match members_running(self.pgid.as_raw()) {
-            Ok(n) => n,
+            Ok(members) => {
+                alive.extend(members);
+                alive.sort_unstable();
+                alive.dedup();
+                alive.len()
+            }
             Err(e) => {
                 tracing::warn!(error = %e, pgid = self.id(), "cannot read /proc; counting the group as alive");
-                1
+                alive.len().max(1)
             }
         }
     }
@@ -105,13 +124,14 @@ impl Drop for Group {
 }
 
 /// Processes in group `pgid` that are not zombies, from `/proc/<pid>/stat`.
-fn members_running(pgid: i32) -> io::Result<usize> {
+fn members_running(pgid: i32) -> io::Result<Vec<i32>> {
     let all = procfs::process::all_processes().map_err(io::Error::other)?;
     // A process that exits while the list is read is simply not counted.
     Ok(all
         .filter_map(|p| p.ok()?.stat().ok())
         .filter(|s| s.pgrp == pgid && !matches!(s.state, 'Z' | 'X' | 'x'))
-        .count())
+        .map(|s| s.pid)
+        .collect())
 }
 
 /// Waits for the exit of a run's leader; polled again and again until it resolves, and from
@@ -147,7 +167,8 @@ impl<'c> Leader<'c> {
     }
 }
 
-/// Ends a run before its time: SIGTERM to its whole process group; at the grace deadline
+/// Ends a run before its time (or what its leader left running when it exited): SIGTERM to its
+/// whole process group and every process its tracking finds; at the grace deadline
 /// SIGKILL to the group (whether or not the leader is still there) unless the group is gone by
 /// then; reaps the leader; and returns only once nothing of the group runs any more (or
 /// [`KILL_SETTLE`] after the SIGKILL). Every step is written to the task log.

@@ -16,6 +16,7 @@ mod group;
 mod process;
 mod result;
 mod stop;
+pub mod tracking;
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -127,6 +128,9 @@ mod tests {
             enable: true,
             empty_param: Vec::new(),
             schedule: None,
+            timeout: None,
+            concurrency_policy: Default::default(),
+            detach_children: false,
         }
     }
 

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::command;
 use super::group::{end_run, Group, Leader};
+use super::tracking::Tracking;
 use super::{RunResult, Stop, StopReason};
 use crate::logs::{Lines, Stream, TaskLog};
 
@@ -31,6 +32,10 @@ const READ_MAX: usize = 64 * 1024;
 /// (held by a process that left the group, say) before we stop reading them, like Go's
 /// `Cmd.WaitDelay`.
 const PIPE_DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// With `detach_children`, how long the pipes are read on after the program has exited: what it
+/// wrote is already in them, and a daemon it left may hold them open for ever.
+const DETACHED_DRAIN_LIMIT: Duration = Duration::from_millis(100);
 
 /// Something told a line of output.
 pub type LineSink = dyn Fn(&[u8]) + Send + Sync;
@@ -54,6 +59,18 @@ pub struct RunEnv<'a> {
     /// Told the latest non-empty stdout line, at most once per read, while the run goes on
     /// (an async session shows it as its `message`).
     pub on_stdout: Option<&'a LineSink>,
+    /// How every process of the run is found (`None`: its process group only).
+    pub tracking: Option<&'a Tracking>,
+    /// Leave what the program started running when it exits by itself (`detach_children`).
+    pub detach: bool,
+}
+
+/// What the run loop does next.
+enum Next {
+    Go,
+    /// End every process of the run, reading the output meanwhile.
+    End,
+    Stop,
 }
 
 /// Runs `program args…` to the end (or until cancelled) and reports how it went.
@@ -62,30 +79,43 @@ pub struct RunEnv<'a> {
 /// [`PIPE_DRAIN_LIMIT`] past the exit). Cancelled, it is over once [`end_run`] has ended its
 /// whole process group, and the pipes are closed or drained likewise.
 pub async fn run(program: &OsStr, args: &[OsString], env: RunEnv<'_>) -> RunResult {
-    let mut child = match command::spawn(program, args, env.vars) {
+    let fail = |text: String| {
+        env.log.event(env.session, &text);
+        RunResult::failure(String::new(), text)
+    };
+    let procs = match env.tracking.map(|t| t.start_run(env.session)).transpose() {
+        Ok(procs) => procs,
+        Err(e) => return fail(format!("cannot create the run's cgroup: {e}")),
+    };
+    let procs_file = match procs.as_ref().map(|p| p.procs_file()).transpose() {
+        Ok(file) => file.flatten(),
+        Err(e) => return fail(format!("cannot open the run's cgroup: {e}")),
+    };
+    let spawning = procs.as_ref().map(|p| p.spawning());
+    let mut child = match command::spawn_in(program, args, env.vars, procs_file) {
         Ok(child) => child,
-        Err(e) => {
-            let text = start_failure(program, &e);
-            env.log.event(env.session, &text);
-            return RunResult::failure(String::new(), text);
-        }
+        Err(e) => return fail(start_failure(program, &e)),
     };
     // The group's id is the leader's pid, recorded now, while the leader surely exists.
     let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
-        let text = "the process was gone before it could be watched".to_string();
-        env.log.event(env.session, &text);
-        return RunResult::failure(String::new(), text);
+        return fail("the process was gone before it could be watched".to_string());
     };
+    if let Some(procs) = &procs {
+        procs.leader_started(pid);
+    }
+    drop(spawning);
     // Declared before the leader's wait: dropped after it, so a run dropped half-way (its
     // runtime shut down under it) kills its whole group.
-    let mut group = Group::new(Pid::from_raw(pid));
+    let mut group = Group::new(Pid::from_raw(pid), procs);
     let stdout = child.stdout().take();
     let stderr = child.stderr().take();
-    let mut leader = Leader::new(child.wait());
+    let mut leader = Leader::new(leader_wait(&mut child));
 
     let mut out_last = Vec::new();
     let mut err_last = Vec::new();
     let mut cancelled = false;
+    // Whether every process of the run has been ended (after a stop, or after the leader's exit).
+    let mut ended = false;
     {
         let reading = async {
             tokio::join!(
@@ -97,14 +127,46 @@ pub async fn run(program: &OsStr, args: &[OsString], env: RunEnv<'_>) -> RunResu
         let mut read_done = false;
         let mut drain_until: Option<Instant> = None;
         while !(read_done && leader.is_reaped()) {
-            tokio::select! {
-                _ = &mut reading, if !read_done => read_done = true,
-                () = leader.reaped(), if !leader.is_reaped() => {
-                    drain_until = Some(Instant::now() + PIPE_DRAIN_LIMIT);
+            let next = tokio::select! {
+                _ = &mut reading, if !read_done => {
+                    read_done = true;
+                    Next::Go
                 }
-                () = env.cancel.cancelled(), if !cancelled => {
+                () = leader.reaped(), if !leader.is_reaped() => {
+                    if env.detach {
+                        drain_until = Some(Instant::now() + DETACHED_DRAIN_LIMIT);
+                        Next::Go
+                    } else {
+                        drain_until = Some(Instant::now() + PIPE_DRAIN_LIMIT);
+                        // The program is done: whatever it left running (in its group or not)
+                        // is ended now, so a background child holding its output cannot hold the
+                        // run, and nothing of it outlives it.
+                        let left = if ended { 0 } else { group.alive() };
+                        if left > 0 {
+                            env.log.event(env.session, format_args!(
+                                "the program exited leaving {left} process(es) running; ending them"
+                            ));
+                            Next::End
+                        } else {
+                            Next::Go
+                        }
+                    }
+                }
+                () = env.cancel.cancelled(), if !cancelled && !ended => {
                     cancelled = true;
-                    // The output is read on while the group is ended: a process blocked on a
+                    Next::End
+                }
+                () = sleep_until_opt(drain_until), if !read_done => {
+                    env.log.event(env.session, "output pipes still open after the process group exited; stopped reading");
+                    Next::Stop
+                }
+            };
+            match next {
+                Next::Go => {}
+                Next::Stop => break,
+                Next::End => {
+                    ended = true;
+                    // The output is read on while the run is ended: a process blocked on a
                     // full pipe must be able to get to its end.
                     let ending = end_run(&mut group, &mut leader, env.grace, env.log, env.session);
                     tokio::pin!(ending);
@@ -116,17 +178,20 @@ pub async fn run(program: &OsStr, args: &[OsString], env: RunEnv<'_>) -> RunResu
                     }
                     drain_until.get_or_insert(Instant::now() + PIPE_DRAIN_LIMIT);
                 }
-                () = sleep_until_opt(drain_until), if !read_done => {
-                    env.log.event(env.session, "output pipes still open after the process group exited; stopped reading");
-                    break;
-                }
             }
         }
     }
-    if !cancelled {
+    if !ended && env.detach {
         group.left_running(env.log, env.session);
+        if let Some(procs) = group.procs() {
+            procs.release();
+        }
     }
     group.settle();
+    if let Some(procs) = group.procs() {
+        procs.leader_reaped(pid);
+        procs.reap_orphans();
+    }
     let exit = match leader.exit() {
         Some(exit) => exit.clone(),
         // Not reached: the loop ends only with the leader reaped, or past the drain limit after it.
@@ -138,6 +203,26 @@ pub async fn run(program: &OsStr, args: &[OsString], env: RunEnv<'_>) -> RunResu
         exit,
         cancelled.then(|| env.cancel.reason().cloned().unwrap_or(StopReason::Killed)),
     )
+}
+
+/// The leader's own wait (tokio's), not process-wrap's group wait: that one also reaps every
+/// other member of the group that is the service's child, which under the subreaper includes
+/// the group's orphans, and so would not return while one of them runs.
+fn leader_wait(
+    child: &mut command::Child,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = io::Result<std::process::ExitStatus>> + Send + '_>,
+> {
+    fn innermost(
+        c: &mut dyn process_wrap::tokio::ChildWrapper,
+    ) -> &mut dyn process_wrap::tokio::ChildWrapper {
+        if (c as &dyn std::any::Any).is::<tokio::process::Child>() {
+            c
+        } else {
+            innermost(c.inner_mut())
+        }
+    }
+    innermost(child.as_mut()).wait()
 }
 
 /// The failure text of a run that could not be started; running out of descriptors is said in

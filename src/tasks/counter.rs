@@ -12,6 +12,9 @@ pub struct CounterParams {
     /// How many one-second steps to count.
     #[oai(validator(maximum(value = "86400")))]
     pub counter: u32,
+    /// Panic at this step (a demo of a task that panics: only its own run fails).
+    #[oai(skip_serializing_if_is_none)]
+    pub panic_at: Option<u32>,
 }
 
 /// Counts `counter` seconds, logging each step; stops promptly when killed.
@@ -27,15 +30,24 @@ impl RustTask for Counter {
     const ENABLED: bool = false;
 
     fn example() -> CounterParams {
-        CounterParams { counter: 3 }
+        CounterParams {
+            counter: 3,
+            panic_at: None,
+        }
     }
 
     fn empty_param() -> CounterParams {
-        CounterParams { counter: 0 }
+        CounterParams {
+            counter: 0,
+            panic_at: None,
+        }
     }
 
     async fn run(&self, params: CounterParams, ctx: TaskContext) -> Result<String, String> {
         for step in 1..=params.counter {
+            if params.panic_at == Some(step) {
+                panic!("counter told to panic at step {step}");
+            }
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(1)) => {
                     ctx.log(&format!("counter {step}/{}", params.counter));

@@ -80,6 +80,8 @@ impl Server {
             .args(["run", "--address", "127.0.0.1:0", "--log-console"])
             .args(extra)
             .env_remove("CS_LOG")
+            // Dropped with runs going, a test's service ends them at once, not after 30 s.
+            .env("CS_SHUTDOWN_TIMEOUT", "0s")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -204,6 +206,21 @@ impl Server {
         // SAFETY: kill(2) with our own child's pid has no memory-safety preconditions.
         unsafe {
             libc_kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Waits up to `timeout` for the service to exit by itself (after a signal sent with
+    /// [`Server::signal`]); `None` if it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -85,6 +86,15 @@ def beat(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Itera
 
 
 @pytest.fixture(scope="module")
+def beat2(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Iterator[CeleryProcess]:
+    """A second beat on the same schedule, as when two hosts run beat by mistake."""
+    dir = tmp_path_factory.mktemp("beat2")
+    args = ["beat", "--loglevel=INFO", f"--schedule={dir / 'beat-schedule'}"]
+    with celery_process(dir, "beat", args, env, "schedule from /discovery") as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
 def app(env: dict[str, str]) -> Celery:
     return make_app(env["CS_TEST_BROKER"], env["CS_TEST_SERVICE_URL"])
 
@@ -100,6 +110,11 @@ def test_beat_follows_the_yaml(
     # Enable `late` in the YAML: the running service reloads it, the running beat reads it.
     service.write_yaml(yaml(late_enabled=True))
     beat.wait_for(f"added ['{ENTRY_PREFIX}probe/late']", timeout=20)
+
+
+def test_a_second_beat_reads_the_same_schedule(beat2: CeleryProcess) -> None:
+    # Started early so that it fires the same ticks as the first; checked in the last test.
+    assert f"'{ENTRY_PREFIX}probe/tick'" in beat2.text()
 
 
 def test_a_run_returns_its_final_session(
@@ -221,3 +236,38 @@ def test_scheduled_tasks_fire_with_their_empty_param(
         # The key names the minute beat fired for (the run starts within seconds of it).
         tick = session.start_at.astimezone(timezone.utc).replace(second=0, microsecond=0)
         assert key_in_log(worker, session.id) == f"{url}@{tick:%Y-%m-%dT%H:%MZ}"
+
+
+def test_two_beats_firing_the_same_tick_start_one_run(
+    beat: CeleryProcess, beat2: CeleryProcess, worker: CeleryProcess, service: Service
+) -> None:
+    started = re.compile(r"started session (\S+) \(Idempotency-Key (probe/tick@[^)]*)\)")
+
+    def fired_twice() -> dict[str, set[str]] | None:
+        by_key: dict[str, list[str]] = {}
+        for session_id, key in started.findall(worker.text()):
+            by_key.setdefault(key, []).append(session_id)
+        twice = {key: set(ids) for key, ids in by_key.items() if len(ids) >= 2}
+        return twice or None
+
+    twice = poll("both beats to fire one tick", fired_twice, timeout=90, every=0.5)
+    for key, ids in twice.items():
+        # Both submissions got the same session: the second key found the first run.
+        assert len(ids) == 1, (key, ids)
+    # And the service ran it once: one run of probe/tick per tick in its own session list.
+    with urllib.request.urlopen(
+        urllib.request.Request(f"{service.url}/async/query", data=b"{}", method="POST")
+    ) as resp:
+        sessions = json.load(resp)["data"]
+    for key, ids in twice.items():
+        minute = key.split("@", 1)[1]
+        runs = [
+            s
+            for s in sessions
+            if s["task"] == "probe/tick"
+            and datetime.fromisoformat(s["start_at"])
+            .astimezone(timezone.utc)
+            .strftime("%Y-%m-%dT%H:%MZ")
+            == minute
+        ]
+        assert [r["id"] for r in runs] == list(ids), (key, runs)
