@@ -40,6 +40,10 @@ pub struct Settings {
     pub reload_debounce: Duration,
     /// How many threads the async runtime has.
     pub workers: usize,
+    /// Bearer tokens (authentication is off when none is set).
+    pub auth: crate::auth::AuthSettings,
+    /// Request and resource limits.
+    pub limits: crate::limits::Limits,
 }
 
 impl Settings {
@@ -68,6 +72,8 @@ pub struct App {
     pub tracker: TaskTracker,
     /// Reloads the config into `routes` and remembers the last rejected reload.
     pub reloader: Arc<Reloader>,
+    /// Readiness checks other parts add (`/readyz`).
+    pub readiness: crate::health::Readiness,
 }
 
 impl App {
@@ -95,6 +101,7 @@ impl App {
             settings,
             tracker: TaskTracker::new(),
             reloader,
+            readiness: crate::health::Readiness::default(),
         }))
     }
 }
@@ -152,6 +159,7 @@ impl App {
     ) -> RunResult {
         let log = self.logs.get(&task.name);
         let started = Instant::now();
+        crate::metrics::run_started(&task.name);
         let result = match input {
             Input::Args(posted) => {
                 let TaskKind::External { invocation, .. } = &task.kind else {
@@ -206,7 +214,9 @@ impl App {
                         };
                         let mut stopped = RunResult::failure(String::new(), msg);
                         stopped.stopped = Some(reason);
-                        return self.log_end(&log, session, started, stopped);
+                        let stopped = self.log_end(&log, session, started, stopped);
+                        crate::metrics::run_ended(&task.name, stopped.outcome(), started.elapsed());
+                        return stopped;
                     }
                 };
                 match res {
@@ -215,7 +225,9 @@ impl App {
                 }
             }
         };
-        self.log_end(&log, session, started, result)
+        let result = self.log_end(&log, session, started, result);
+        crate::metrics::run_ended(&task.name, result.outcome(), started.elapsed());
+        result
     }
 
     /// Logs how a run ended and hands its result on.

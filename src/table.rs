@@ -258,6 +258,11 @@ pub const FIXED_ROUTES: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
     ("GET", "/openapi.yaml"),
     ("GET", "/swagger"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/async/output"),
+    ("GET", "/async/output/stream"),
 ];
 
 /// FNV-1a, 64 bit: enough to tell two config texts apart in a status page.
