@@ -52,7 +52,7 @@ pub const ROUTES: &[(&str, Access)] = &[
     ("/discovery", Access::Read),
     ("/async/query", Access::Read),
     ("/async/output", Access::Read),
-    ("/async/output/stream", Access::Read),
+    ("/async/output-stream", Access::Read),
     ("/async/kill", Access::Protected),
     ("/-/config", Access::Protected),
     ("/-/reload", Access::Protected),
@@ -250,6 +250,7 @@ impl<E: Endpoint> Middleware<E> for Auth {
             enabled: self.settings.enabled(),
             metrics_closed: !self.settings.metrics_tokens.is_empty(),
             tokens: self.tokens.clone(),
+            _watch: self._watch.clone(),
         }
     }
 }
@@ -260,6 +261,8 @@ pub struct AuthEndpoint<E> {
     enabled: bool,
     metrics_closed: bool,
     tokens: Arc<ArcSwap<Tokens>>,
+    /// Keeps the token file watched as long as the endpoint serves.
+    _watch: Option<Arc<ConfigWatcher>>,
 }
 
 /// What the check decided, as logs and metrics name it.
@@ -288,6 +291,8 @@ impl<E: Endpoint> AuthEndpoint<E> {
     fn decide(&self, req: &Request) -> (Outcome, Option<String>) {
         let need = match access(req.uri().path()) {
             Access::Metrics if !self.metrics_closed => Access::Open,
+            Access::Metrics => Access::Metrics,
+            _ if !self.enabled => Access::Open,
             a => a,
         };
         if need == Access::Open {
@@ -328,7 +333,7 @@ impl<E: Endpoint> Endpoint for AuthEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
-        if !self.enabled {
+        if !self.enabled && !self.metrics_closed {
             return self.inner.call(req).await.map(IntoResponse::into_response);
         }
         let (outcome, token) = self.decide(&req);
@@ -375,8 +380,8 @@ mod tests {
     fn templates_prefer_fixed_routes_and_unknown_paths_are_protected() {
         assert_eq!(template("/async/query"), Some("/async/query"));
         assert_eq!(
-            template("/async/output/stream"),
-            Some("/async/output/stream")
+            template("/async/output-stream"),
+            Some("/async/output-stream")
         );
         assert_eq!(
             template("/async/tendb/x"),

@@ -262,7 +262,7 @@ pub const FIXED_ROUTES: &[(&str, &str)] = &[
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/async/output"),
-    ("GET", "/async/output/stream"),
+    ("GET", "/async/output-stream"),
 ];
 
 /// FNV-1a, 64 bit: enough to tell two config texts apart in a status page.

@@ -1,5 +1,5 @@
 //! Operations endpoints: `/healthz`, `/readyz`, `/metrics`, and a run's output by offset
-//! (`/async/output`) or as server-sent events (`/async/output/stream`).
+//! (`/async/output`) or as server-sent events (`/async/output-stream`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,7 +97,7 @@ pub enum OutputAnswer {
     Gone(Json<ErrorEnvelope>),
 }
 
-/// Answers of `/async/output/stream`.
+/// Answers of `/async/output-stream`.
 #[derive(ApiResponse)]
 pub enum StreamAnswer {
     /// One `OutputPage` event per batch of lines; the stream ends after the page with `done`.
@@ -252,7 +252,7 @@ impl OpsApi {
 
     /// The same pages as server-sent events, as the run prints; the stream ends with the page
     /// whose `done` is true.
-    #[oai(path = "/async/output/stream", method = "get")]
+    #[oai(path = "/async/output-stream", method = "get")]
     async fn output_stream(
         &self,
         /// The session id `POST /async/...` answered with.
