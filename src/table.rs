@@ -255,14 +255,14 @@ pub const FIXED_ROUTES: &[(&str, &str)] = &[
     ("GET", "/ping"),
     ("GET", "/-/config"),
     ("POST", "/-/reload"),
-    ("GET", "/openapi.json"),
-    ("GET", "/openapi.yaml"),
-    ("GET", "/swagger"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/async/output"),
     ("GET", "/async/output-stream"),
+    ("GET", "/openapi.json"),
+    ("GET", "/openapi.yaml"),
+    ("GET", "/swagger"),
 ];
 
 /// FNV-1a, 64 bit: enough to tell two config texts apart in a status page.
