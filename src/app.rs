@@ -49,6 +49,10 @@ pub struct Settings {
     pub process_tracking: TrackingChoice,
     /// Run control limits (`--default-timeout`, `--max-running`, …).
     pub limits: Limits,
+    /// Bearer tokens (authentication is off when none is set).
+    pub auth: crate::auth::AuthSettings,
+    /// Request and resource limits.
+    pub request_limits: crate::limits::Limits,
 }
 
 impl Settings {
@@ -81,6 +85,8 @@ pub struct App {
     pub store: Arc<Store>,
     /// Which runs may start, idempotency keys, timeouts, shutdown draining.
     pub control: Arc<Control>,
+    /// Readiness checks other parts add (`/readyz`).
+    pub readiness: crate::health::Readiness,
 }
 
 impl App {
@@ -113,6 +119,7 @@ impl App {
             tracker: TaskTracker::new(),
             reloader,
             control,
+            readiness: crate::health::Readiness::default(),
         }))
     }
 }
@@ -187,6 +194,7 @@ impl App {
         };
         // An async session reports progress; a sync run does not.
         let record = self.record_start(task, &input, session, progress.is_some(), command);
+        crate::metrics::run_started(&task.name);
         let result = match input {
             Input::Args(_) => {
                 let TaskKind::External { invocation, .. } = &task.kind else {
@@ -241,7 +249,9 @@ impl App {
                         let mut stopped = RunResult::failure(String::new(), msg);
                         stopped.stopped = Some(reason);
                         self.store.put(record.ended(&stopped));
-                        return self.log_end(&log, session, started, stopped);
+                        let stopped = self.log_end(&log, session, started, stopped);
+                        crate::metrics::run_ended(&task.name, stopped.outcome(), started.elapsed());
+                        return stopped;
                     }
                 };
                 match (res, cancel.reason()) {
@@ -258,7 +268,9 @@ impl App {
             }
         };
         self.store.put(record.ended(&result));
-        self.log_end(&log, session, started, result)
+        let result = self.log_end(&log, session, started, result);
+        crate::metrics::run_ended(&task.name, result.outcome(), started.elapsed());
+        result
     }
 
     /// Queues the record of a run that starts now and returns it, for its end to update.
@@ -286,10 +298,28 @@ impl App {
         record
     }
 
-    /// Starts the result store; a session another replica asks to kill is killed here.
+    /// Starts the result store; a session another replica asks to kill is killed here. From
+    /// then on `/readyz` also checks that the store is connected or spooling.
     pub async fn start_store(self: &Arc<Self>) -> Result<(), crate::store::StoreError> {
         let app = Arc::downgrade(self);
         let wait = self.settings.kill_grace;
+        let store = self.store.clone();
+        self.readiness.add(Arc::new(move || {
+            let status = store.status();
+            crate::health::Check {
+                name: "store".into(),
+                // Spooling is ready: records wait on local disk and nothing is lost.
+                ready: matches!(status.state.as_str(), "connected" | "spooling"),
+                detail: format!(
+                    "{} {} ({}; {} queued, {} spooled)",
+                    status.backend,
+                    status.state,
+                    status.location,
+                    status.queue_depth,
+                    status.spool_size
+                ),
+            }
+        }));
         self.store
             .start(Arc::new(move |id| {
                 if let Some(app) = app.upgrade() {

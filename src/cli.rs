@@ -155,6 +155,66 @@ pub struct RunArgs {
     /// On SIGTERM or SIGINT, how long active runs may go on before they are ended.
     #[arg(long, env = "CS_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// Bearer tokens every task, session, reload and config route needs (comma-separated, so
+    /// that one can be rotated); none leaves the service open.
+    #[arg(
+        long,
+        env = "CS_AUTH_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub auth_token: Vec<String>,
+
+    /// File of bearer tokens, one a line (`#` comments), re-read when it changes.
+    #[arg(long, env = "CS_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// Read-only tokens (comma-separated): `/list`, `/discovery`, `/async/query`, the output.
+    #[arg(
+        long,
+        env = "CS_READ_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub read_token: Vec<String>,
+
+    /// Tokens that may read `/metrics` (comma-separated); none leaves `/metrics` open.
+    #[arg(
+        long,
+        env = "CS_METRICS_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub metrics_token: Vec<String>,
+
+    /// Largest request body in bytes (413 beyond).
+    #[arg(long, env = "CS_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Most arguments one request may post (400 beyond).
+    #[arg(long, env = "CS_MAX_ARGS", default_value_t = 256)]
+    pub max_args: usize,
+
+    /// Longest posted argument in bytes (400 beyond).
+    #[arg(long, env = "CS_MAX_ARG_BYTES", default_value_t = 64 * 1024)]
+    pub max_arg_bytes: usize,
+
+    /// Most connections open at once (503 and close beyond).
+    #[arg(long, env = "CS_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// How long a client may take to send a request's headers before it is disconnected.
+    #[arg(long, env = "CS_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Most async sessions held in memory, running or within retention (503 beyond).
+    #[arg(long, env = "CS_MAX_SESSIONS", default_value_t = 10_000)]
+    pub max_sessions: usize,
+
+    /// Most output bytes one `/async/output` answer carries.
+    #[arg(long, env = "CS_OUTPUT_MAX_BYTES", default_value_t = 256 * 1024)]
+    pub output_max_bytes: usize,
 }
 
 impl RunArgs {
@@ -180,6 +240,23 @@ impl RunArgs {
         if self.default_timeout.is_some_and(|t| t.is_zero()) {
             return Err("--default-timeout must be longer than 0s".into());
         }
+        for (flag, v) in [
+            ("--max-body-bytes", self.max_body_bytes),
+            ("--max-connections", self.max_connections),
+            ("--max-sessions", self.max_sessions),
+            ("--output-max-bytes", self.output_max_bytes),
+        ] {
+            if v == 0 {
+                return Err(format!("{flag} must be greater than 0"));
+            }
+        }
+        let auth = crate::auth::AuthSettings {
+            tokens: nonempty(&self.auth_token),
+            token_file: self.auth_token_file.clone(),
+            read_tokens: nonempty(&self.read_token),
+            metrics_tokens: nonempty(&self.metrics_token),
+        };
+        auth.validate().map_err(|e| e.to_string())?;
         Ok(Settings {
             config_path: self.config.external_task_config.clone(),
             collect_dir: self.config.collect_dir.clone(),
@@ -196,6 +273,16 @@ impl RunArgs {
                 max_running: self.max_running,
                 idempotency_window: self.idempotency_window,
                 shutdown_timeout: self.shutdown_timeout,
+            },
+            auth,
+            request_limits: crate::limits::Limits {
+                max_body: self.max_body_bytes,
+                max_args: self.max_args,
+                max_arg_bytes: self.max_arg_bytes,
+                max_connections: self.max_connections,
+                header_read_timeout: self.header_read_timeout,
+                max_sessions: self.max_sessions,
+                output_max_bytes: self.output_max_bytes,
             },
             store: self.store_settings()?,
         })
@@ -224,6 +311,16 @@ impl RunArgs {
             replica_timeout: self.replica_timeout,
         })
     }
+}
+
+/// The tokens of a comma-separated flag, trimmed, empty ones dropped (`a,,b` or a trailing comma).
+fn nonempty(tokens: &[String]) -> Vec<String> {
+    tokens
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// The default number of runtime worker threads: one per core, at least 2, so that one thread

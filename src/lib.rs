@@ -15,6 +15,10 @@
 //!   draining at shutdown.
 //! - [`app`]: the shared state and the operations the HTTP layer calls.
 //! - [`api`]: HTTP endpoints and the `{code, data, msg}` envelope.
+//! - [`auth`]: bearer tokens and which route needs which.
+//! - [`limits`]: request and resource limits.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`health`]: readiness checks.
 //! - [`server`]: the accept loop, one hyper connection task per client, and shutdown.
 //!
 //! [`App::load`] validates a config and [`serve`] runs the service on a listener until a
@@ -24,10 +28,14 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod health;
+pub mod limits;
 pub mod logs;
+pub mod metrics;
 pub mod reload;
 pub mod runner;
 pub mod server;

@@ -7,6 +7,7 @@
 //! rather than by hand: it already handles numbering, the bounded number of kept files and
 //! reopening after rotation.
 
+pub mod tail;
 mod writer;
 
 use std::cell::RefCell;
@@ -97,6 +98,11 @@ impl TaskLogs {
                 })
             })
             .clone()
+    }
+
+    /// The file task `name` logs to.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
     }
 
     /// A writer appending to the rotated file at `path` through the same writer thread (for the

@@ -143,10 +143,12 @@ impl Reloader {
                 log_swap(&current, &table, trigger);
                 self.routes.store(table);
                 *last_error = None;
+                crate::metrics::reloaded("ok");
             }
-            Ok(None) => {}
+            Ok(None) => crate::metrics::reloaded("unchanged"),
             Err(source) => {
                 log_rejection(&source, current.generation, trigger);
+                crate::metrics::reloaded("rejected");
                 *last_error = Some((source.to_string(), Local::now()));
                 return Err(ReloadError {
                     kept: current.generation,

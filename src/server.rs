@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use poem::http::uri::Scheme;
 use poem::web::{LocalAddr, RemoteAddr};
@@ -78,6 +78,10 @@ pub async fn serve(
     };
     tokio::pin!(shutdown);
     let mut next_id = 0u64;
+    let open = Arc::new(tokio::sync::Semaphore::new(
+        app.settings.request_limits.max_connections,
+    ));
+    let header_timeout = app.settings.request_limits.header_read_timeout;
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
@@ -90,12 +94,18 @@ pub async fn serve(
                 }
             },
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            connections.spawn(refuse_connection(stream));
+            continue;
+        };
         next_id += 1;
         let conn = Served {
             endpoint: endpoint.clone(),
             local: local.clone(),
             remote: RemoteAddr(peer.into()),
             watched: hangup::Connection::new(next_id, &stream),
+            header_timeout,
+            _permit: permit,
         };
         connections.spawn(conn.serve(stream, stop_serving.clone(), drop_connections.clone()));
     }
@@ -130,6 +140,23 @@ struct Served<E> {
     local: LocalAddr,
     remote: RemoteAddr,
     watched: Option<Arc<hangup::Connection>>,
+    header_timeout: Duration,
+    /// Held while the connection is open (`--max-connections`).
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Answers a connection over `--max-connections` with a 503 envelope and closes it.
+async fn refuse_connection(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const BODY: &str = r#"{"code":1,"data":null,"msg":"too many open connections (--max-connections); try again later"}"#;
+    tracing::warn!("connection refused: --max-connections reached");
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        BODY.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(BODY.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 impl<E: Endpoint<Output = poem::Response> + 'static> Served<E> {
@@ -140,6 +167,8 @@ impl<E: Endpoint<Output = poem::Response> + 'static> Served<E> {
             local,
             remote,
             watched,
+            header_timeout,
+            _permit,
         } = self;
         let service = hyper::service::service_fn(move |mut req: poem::http::Request<Incoming>| {
             let endpoint = endpoint.clone();
@@ -155,6 +184,11 @@ impl<E: Endpoint<Output = poem::Response> + 'static> Served<E> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // A client that half-closes after its request still gets its answer; see `hangup`.
         builder.http1().half_close(true);
+        // A client that sends its headers slowly cannot hold the connection (--header-read-timeout).
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(conn);
         tokio::select! {

@@ -97,6 +97,8 @@ fn is_task_path(p: &str) -> bool {
     (p.starts_with("/sync/") || p.starts_with("/async/"))
         && p != "/async/query"
         && p != "/async/kill"
+        && p != "/async/output"
+        && p != "/async/output-stream"
 }
 
 async fn served(server: &Server) -> Value {

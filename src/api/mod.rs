@@ -11,6 +11,7 @@ mod body;
 mod envelope;
 pub mod hangup;
 pub mod openapi;
+pub mod ops;
 mod refusal;
 mod rendered;
 mod results;
@@ -36,10 +37,7 @@ use crate::store::StoreStatus;
 use results::ResultsAnswer;
 
 pub use body::LenientJson;
-pub use envelope::{Envelope, ErrorEnvelope};
-
-/// Request bodies larger than this are refused with 413.
-const MAX_BODY: usize = 1024 * 1024;
+pub use envelope::{respond as envelope_response, Envelope, ErrorEnvelope};
 
 /// How long `/async/kill` waits for the killed session to end before answering.
 const KILL_WAIT_EXTRA: Duration = Duration::from_secs(5);
@@ -335,8 +333,13 @@ pub struct SessionQuery {
 }
 
 /// The OpenAPI service for the fixed API (also the base of the served document).
-pub fn openapi_service(app: Arc<App>) -> OpenApiService<Api, ()> {
-    OpenApiService::new(Api { app }, openapi::TITLE, env!("CARGO_PKG_VERSION"))
+pub fn openapi_service(app: Arc<App>) -> OpenApiService<(Api, ops::OpsApi), ()> {
+    let ops = ops::OpsApi { app: app.clone() };
+    OpenApiService::new(
+        (Api { app }, ops),
+        openapi::TITLE,
+        env!("CARGO_PKG_VERSION"),
+    )
 }
 
 /// The whole HTTP application.
@@ -346,9 +349,12 @@ pub fn build(app: Arc<App>) -> impl poem::Endpoint {
         .at("/sync/:cluster_type/:name", post(sync_task))
         .at("/async/:cluster_type/:name", post(async_task))
         .nest("/", api);
+    let auth = crate::auth::Auth::new(app.settings.auth.clone(), app.settings.reload_debounce);
     openapi::mount(route)
+        .with(auth)
         .data(app)
         .catch_all_error(error_envelope)
+        .with(crate::metrics::HttpMetrics)
         .into_endpoint()
 }
 
@@ -363,18 +369,20 @@ async fn error_envelope(err: poem::Error) -> Response {
     envelope::respond(status, &ErrorEnvelope::new(msg))
 }
 
-/// Reads a whole request body of at most [`MAX_BODY`] bytes.
+/// Reads a whole request body of at most `max` bytes (`--max-body-bytes`).
 ///
 /// Collected frame by frame under `http_body_util::Limited` rather than with poem's
 /// `into_bytes_limit`, which zeroes a 4 KiB read buffer that it keeps inside the handler's future,
 /// so every sync call used to zero and copy it (BENCHMARKS.md, step 15).
-async fn read_body(body: Body) -> Result<bytes::Bytes, Response> {
+async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, Response> {
     let body: BoxBody<bytes::Bytes, std::io::Error> = body.into();
-    match Limited::new(body, MAX_BODY).collect().await {
+    match Limited::new(body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<LengthLimitError>() => Err(envelope::respond(
             StatusCode::PAYLOAD_TOO_LARGE,
-            &ErrorEnvelope::new(format!("the body is larger than {MAX_BODY} bytes")),
+            &ErrorEnvelope::new(format!(
+                "the body is larger than {max} bytes (--max-body-bytes)"
+            )),
         )),
         Err(e) => Err(envelope::respond(
             StatusCode::BAD_REQUEST,
@@ -402,8 +410,12 @@ async fn prepare(
         ));
     };
     drop(table);
-    let bytes = read_body(body).await?;
+    let bytes = read_body(body, app.settings.request_limits.max_body).await?;
     let input = body::task_input(&task, &bytes)
+        .and_then(|input| match &input {
+            app::Input::Args(args) => app.settings.request_limits.check_args(args).map(|()| input),
+            app::Input::Builtin(..) => Ok(input),
+        })
         .map_err(|e| envelope::respond(StatusCode::BAD_REQUEST, &ErrorEnvelope::new(e)))?;
     Ok((task, input))
 }
@@ -443,6 +455,15 @@ async fn async_task(
         Ok(v) => v,
         Err(resp) => return resp,
     };
+    let max = app.settings.request_limits.max_sessions;
+    if app.sessions.len() >= max {
+        return envelope::respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &ErrorEnvelope::new(format!(
+                "the service holds {max} sessions (--max-sessions); finished ones are removed after --session-retention"
+            )),
+        );
+    }
     let path = task.path.clone();
     let start = || {
         let slot = app.control.admit(&task)?;

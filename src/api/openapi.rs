@@ -25,7 +25,7 @@ use poem_openapi::{OpenApi, OpenApiService};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::{Api, Envelope, ErrorEnvelope, MAX_BODY};
+use super::{Api, Envelope, ErrorEnvelope};
 use crate::app::App;
 use crate::config::Schedule;
 use crate::table::{RouteTable, Task, TaskKind};
@@ -57,11 +57,14 @@ struct DocOnly;
 
 impl OpenApi for DocOnly {
     fn meta() -> Vec<MetaApi> {
-        Api::meta()
+        let mut meta = Api::meta();
+        meta.extend(super::ops::OpsApi::meta());
+        meta
     }
 
     fn register(registry: &mut Registry) {
         Api::register(registry);
+        super::ops::OpsApi::register(registry);
     }
 
     fn add_routes(
@@ -147,6 +150,7 @@ pub fn document(table: &RouteTable) -> Value {
     );
     doc["components"]["schemas"] = Value::Object(schemas);
     doc["components"]["responses"] = super::refusal::with_components(task_responses());
+    declare_bearer(&mut doc);
 
     let mut tags = vec![
         json!({"name": SERVICE_TAG, "description": "Routes, task discovery and async sessions"}),
@@ -159,6 +163,34 @@ pub fn document(table: &RouteTable) -> Value {
     );
     doc["tags"] = Value::Array(tags);
     doc
+}
+
+/// Declares the bearer scheme, and puts it on every operation that needs a token when the
+/// service runs with `--auth-token` (always declared, so the committed document is the served
+/// one; with authentication off the header is ignored). `/metrics` takes it optionally.
+fn declare_bearer(doc: &mut Value) {
+    use crate::auth::{access, Access};
+    doc["components"]["securitySchemes"] = json!({
+        "bearer": {"type": "http", "scheme": "bearer",
+                   "description": "A token of --auth-token / --auth-token-file (or --read-token for read-only routes)"}
+    });
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let security = match access(path) {
+            Access::Open => continue,
+            Access::Metrics => json!([{}, {"bearer": []}]),
+            Access::Read | Access::Protected => json!([{"bearer": []}]),
+        };
+        for op in item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|p| p.values_mut())
+        {
+            op["security"] = security.clone();
+        }
+    }
 }
 
 /// The document as pretty JSON with a trailing newline: the served and the committed form.
@@ -198,7 +230,7 @@ fn task_responses() -> Value {
             "No such task: it was removed by a reload since this document was read",
             &error,
         ),
-        "BodyTooLarge": answer(&format!("The body is larger than {MAX_BODY} bytes"), &error),
+        "BodyTooLarge": answer("The body is larger than --max-body-bytes (default 1 MiB)", &error),
     })
 }
 

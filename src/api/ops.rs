@@ -1,0 +1,294 @@
+//! Operations endpoints: `/healthz`, `/readyz`, `/metrics`, and a run's output by offset
+//! (`/async/output`) or as server-sent events (`/async/output-stream`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{self, BoxStream, StreamExt};
+use poem_openapi::param::Query;
+use poem_openapi::payload::{EventStream, Json, PlainText};
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use uuid::Uuid;
+
+use super::envelope::{Envelope, ErrorEnvelope};
+use crate::app::App;
+use crate::health::{self, Check};
+use crate::logs::tail::{self, TailError};
+
+/// How often the event stream looks for new output while the run goes on.
+const STREAM_POLL: Duration = Duration::from_millis(200);
+
+/// The operations API.
+pub struct OpsApi {
+    /// The service.
+    pub app: Arc<App>,
+}
+
+/// What `/readyz` answers.
+#[derive(Debug, Clone, Object)]
+pub struct Readiness {
+    /// Whether every check passed.
+    pub ready: bool,
+    /// Every check, with what it found.
+    pub checks: Vec<Check>,
+}
+
+/// Answers of `/readyz`.
+#[derive(ApiResponse)]
+pub enum ReadyAnswer {
+    /// Every check passed.
+    #[oai(status = 200)]
+    Ready(Json<Readiness>),
+    /// A check failed; `checks` says which and why.
+    #[oai(status = 503)]
+    NotReady(Json<Readiness>),
+}
+
+/// Answers of `/metrics`.
+#[derive(ApiResponse)]
+pub enum MetricsAnswer {
+    /// The scrape, in the OpenMetrics text format.
+    #[oai(
+        status = 200,
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    )]
+    Ok(PlainText<String>),
+    /// `--metrics-token` is set and the request carries no valid token.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorEnvelope>),
+}
+
+/// One output line of a run.
+#[derive(Debug, Clone, Object)]
+pub struct OutputLine {
+    /// When it was logged (RFC 3339).
+    pub time: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The line, without its newline.
+    pub text: String,
+}
+
+/// A page of a run's output.
+#[derive(Debug, Clone, Object)]
+pub struct OutputPage {
+    /// The run's lines from the asked offset on (bounded by `--output-max-bytes`).
+    pub lines: Vec<OutputLine>,
+    /// The byte offset in the task log to ask for next.
+    pub next_offset: u64,
+    /// Whether the run has ended and every line of it has been answered.
+    pub done: bool,
+}
+
+/// Answers of `/async/output`.
+#[derive(ApiResponse)]
+pub enum OutputAnswer {
+    /// A page of output.
+    #[oai(status = 200)]
+    Ok(Json<Envelope<OutputPage>>),
+    /// The session id is not a UUID.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorEnvelope>),
+    /// No such session (past its retention: pass `task`), or its task is no longer configured.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorEnvelope>),
+    /// The log rotated past the offset.
+    #[oai(status = 410)]
+    Gone(Json<ErrorEnvelope>),
+}
+
+/// Answers of `/async/output-stream`.
+#[derive(ApiResponse)]
+pub enum StreamAnswer {
+    /// One `OutputPage` event per batch of lines; the stream ends after the page with `done`.
+    #[oai(status = 200)]
+    Ok(EventStream<BoxStream<'static, OutputPage>>),
+    /// The session id is not a UUID.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorEnvelope>),
+    /// No such session, or its task is no longer configured.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorEnvelope>),
+    /// The log rotated past the offset.
+    #[oai(status = 410)]
+    Gone(Json<ErrorEnvelope>),
+}
+
+/// Where a session's output is: its task's log file, and whether the session is known to be
+/// still running.
+struct Source {
+    log: std::path::PathBuf,
+    session: Uuid,
+}
+
+/// Why output cannot be served.
+enum Refused {
+    Bad(String),
+    NotFound(String),
+    Gone(String),
+}
+
+impl OpsApi {
+    fn source(&self, session_id: &str, task: Option<&str>) -> Result<Source, Refused> {
+        let session = super::parse_session_id(session_id).map_err(Refused::Bad)?;
+        let path = match self.app.sessions.get(session) {
+            Some(s) => s.task,
+            None => task.map(String::from).ok_or_else(|| {
+                Refused::NotFound(format!(
+                    "session {session} not found (past its retention, pass `task=<cluster-type>/<name>`)"
+                ))
+            })?,
+        };
+        let table = self.app.routes.load();
+        let Some(task) = table.get(path.trim_matches('/')) else {
+            return Err(Refused::NotFound(format!(
+                "task {path} of session {session} is not configured"
+            )));
+        };
+        Ok(Source {
+            log: self.app.logs.path(&task.name),
+            session,
+        })
+    }
+
+    /// Whether the session has ended (a session no longer held ended long ago).
+    fn ended(&self, session: Uuid) -> bool {
+        self.app.sessions.get(session).is_none_or(|s| s.done)
+    }
+
+    async fn page(&self, src: &Source, offset: u64) -> Result<OutputPage, Refused> {
+        // Read the state first: a run seen as ended has all its lines queued for the file.
+        let ended = self.ended(src.session);
+        self.app.logs.flushed().await;
+        let (path, session, max) = (
+            src.log.clone(),
+            src.session,
+            self.app.settings.request_limits.output_max_bytes,
+        );
+        let read = tokio::task::spawn_blocking(move || tail::read(&path, session, offset, max))
+            .await
+            .map_err(|e| Refused::Gone(format!("the read failed: {e}")))?;
+        let t = match read {
+            Ok(t) => t,
+            Err(e @ TailError::Rotated { .. }) => return Err(Refused::Gone(e.to_string())),
+            Err(e) => return Err(Refused::NotFound(e.to_string())),
+        };
+        Ok(OutputPage {
+            lines: t
+                .lines
+                .into_iter()
+                .map(|l| OutputLine {
+                    time: l.time,
+                    stream: l.stream,
+                    text: l.text,
+                })
+                .collect(),
+            next_offset: t.next_offset,
+            done: ended && t.at_end,
+        })
+    }
+}
+
+#[OpenApi]
+impl OpsApi {
+    /// Liveness probe: the process answers. Always open.
+    #[oai(path = "/healthz", method = "get")]
+    async fn healthz(&self) -> Json<Readiness> {
+        Json(Readiness {
+            ready: true,
+            checks: Vec::new(),
+        })
+    }
+
+    /// Readiness probe: the config is loaded and every added check (the result store) passes.
+    /// Always open; the body says what is not ready.
+    #[oai(path = "/readyz", method = "get")]
+    async fn readyz(&self) -> ReadyAnswer {
+        let mut checks = vec![health::config_check(&self.app.reloader.status())];
+        checks.extend(self.app.readiness.run());
+        let ready = checks.iter().all(|c| c.ready);
+        let body = Json(Readiness { ready, checks });
+        if ready {
+            ReadyAnswer::Ready(body)
+        } else {
+            ReadyAnswer::NotReady(body)
+        }
+    }
+
+    /// Prometheus metrics (see README, Monitoring). Open unless `--metrics-token` is set.
+    #[oai(path = "/metrics", method = "get")]
+    async fn metrics(&self) -> MetricsAnswer {
+        let now = crate::metrics::Snapshot {
+            sessions: self.app.sessions.len(),
+            generation: self.app.routes.load().generation,
+        };
+        MetricsAnswer::Ok(PlainText(crate::metrics::render(now)))
+    }
+
+    /// A run's stdout and stderr lines from byte `offset` of its task log, the offset to ask
+    /// for next, and whether the run is done. Start at 0 (or a previous `next_offset`).
+    #[oai(path = "/async/output", method = "get")]
+    async fn output(
+        &self,
+        /// The session id `POST /async/...` answered with.
+        session_id: Query<String>,
+        /// Byte offset in the task log; 0 reads from the start of the current file.
+        offset: Query<Option<u64>>,
+        /// The task's path (`<cluster-type>/<name>`), needed only once the session is past its
+        /// retention.
+        task: Query<Option<String>>,
+    ) -> OutputAnswer {
+        let page = match self.source(&session_id.0, task.0.as_deref()) {
+            Ok(src) => self.page(&src, offset.0.unwrap_or(0)).await,
+            Err(e) => Err(e),
+        };
+        match page {
+            Ok(p) => OutputAnswer::Ok(Json(Envelope::ok(p))),
+            Err(Refused::Bad(m)) => OutputAnswer::BadRequest(Json(ErrorEnvelope::new(m))),
+            Err(Refused::NotFound(m)) => OutputAnswer::NotFound(Json(ErrorEnvelope::new(m))),
+            Err(Refused::Gone(m)) => OutputAnswer::Gone(Json(ErrorEnvelope::new(m))),
+        }
+    }
+
+    /// The same pages as server-sent events, as the run prints; the stream ends with the page
+    /// whose `done` is true.
+    #[oai(path = "/async/output-stream", method = "get")]
+    async fn output_stream(
+        &self,
+        /// The session id `POST /async/...` answered with.
+        session_id: Query<String>,
+        /// Byte offset in the task log to start from.
+        offset: Query<Option<u64>>,
+        /// The task's path, needed only once the session is past its retention.
+        task: Query<Option<String>>,
+    ) -> StreamAnswer {
+        let src = match self.source(&session_id.0, task.0.as_deref()) {
+            Ok(src) => src,
+            Err(Refused::Bad(m)) => return StreamAnswer::BadRequest(Json(ErrorEnvelope::new(m))),
+            Err(Refused::NotFound(m)) => {
+                return StreamAnswer::NotFound(Json(ErrorEnvelope::new(m)))
+            }
+            Err(Refused::Gone(m)) => return StreamAnswer::Gone(Json(ErrorEnvelope::new(m))),
+        };
+        let ops = Arc::new(OpsApi {
+            app: self.app.clone(),
+        });
+        let start = (ops, src, offset.0.unwrap_or(0), false);
+        let pages = stream::unfold(start, |(ops, src, offset, finished)| async move {
+            if finished {
+                return None;
+            }
+            loop {
+                // A rotation or a read error ends the stream.
+                let page = ops.page(&src, offset).await.ok()?;
+                if page.done || !page.lines.is_empty() {
+                    let next = page.next_offset;
+                    let done = page.done;
+                    return Some((page, (ops, src, next, done)));
+                }
+                tokio::time::sleep(STREAM_POLL).await;
+            }
+        });
+        StreamAnswer::Ok(EventStream::new(pages.boxed()))
+    }
+}
