@@ -403,7 +403,12 @@ async fn requests_racing_many_rewrites_always_see_one_whole_config() {
             let mut seen = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let (status, v) = s.post("/sync/tendb-cluster/flip", None).await;
-                seen.push((status, v["code"].clone(), v["data"].clone()));
+                seen.push((
+                    status,
+                    v["code"].clone(),
+                    v["data"].clone(),
+                    v["msg"].clone(),
+                ));
             }
             seen
         }));
@@ -422,9 +427,9 @@ async fn requests_racing_many_rewrites_always_see_one_whole_config() {
     let mut answers = BTreeSet::new();
     let mut total = 0;
     for w in workers {
-        for (status, code, data) in w.await.unwrap() {
-            assert_eq!(status, 200, "{code} {data}");
-            assert_eq!(code, 0, "{data}");
+        for (status, code, data, msg) in w.await.unwrap() {
+            assert_eq!(status, 200, "{code} {data} {msg}");
+            assert_eq!(code, 0, "{data} {msg}");
             let data = data.as_str().unwrap().to_string();
             assert!(data == "A A" || data == "B B", "mixed answer {data:?}");
             answers.insert(data);

@@ -169,7 +169,10 @@ impl Tracking {
     pub fn start_run(&self, session: Uuid) -> io::Result<RunProcs> {
         let kind = match self.mechanism {
             Mechanism::Cgroup => {
-                let dir = self.base.join(format!("cs-run-{session}"));
+                // The service's pid in the name tells whose run it is (see `remove_stale`).
+                let dir = self
+                    .base
+                    .join(format!("cs-run-{}-{session}", std::process::id()));
                 fs::create_dir(&dir)?;
                 Kind::Cgroup {
                     dir,
@@ -322,13 +325,27 @@ fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     })
 }
 
-/// Removes empty run cgroups a previous instance left after a crash.
+/// Removes empty run cgroups a previous instance left after a crash: those named after a
+/// service pid that is no longer running (or is this process, which has started no run yet).
+/// The run cgroups of other instances that share the parent cgroup (replicas, tests) are left
+/// alone: a run's cgroup is empty for a moment between its creation and its leader moving in,
+/// and removing it then made that run fail to start (ENODEV).
 fn remove_stale(base: &Path) {
     let Ok(entries) = fs::read_dir(base) else {
         return;
     };
+    let me = std::process::id().to_string();
     for e in entries.flatten() {
-        if e.file_name().to_string_lossy().starts_with("cs-run-") {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(owner) = name
+            .strip_prefix("cs-run-")
+            .and_then(|rest| rest.split_once('-'))
+            .map(|(pid, _)| pid.to_string())
+        else {
+            continue;
+        };
+        let dead = !Path::new("/proc").join(&owner).exists();
+        if owner == me || dead {
             let _ = fs::remove_dir(e.path());
         }
     }
