@@ -2,68 +2,27 @@
 //! calls: run a task synchronously, start a session, query and kill sessions.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 use tokio::task::{JoinError, JoinHandle};
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::control::{self, Control, Limits, Slot};
-use crate::logs::{Rotation, TaskLog, TaskLogs};
+use crate::control::{self, Control, Slot};
+use crate::logs::{TaskLog, TaskLogs};
 use crate::reload::Reloader;
-use crate::runner::tracking::{Tracking, TrackingChoice};
+use crate::runner::tracking::Tracking;
 pub use crate::runner::RunResult;
 use crate::runner::{self, Progress, RunEnv, Stop, StopReason};
 use crate::sessions::SessionStore;
-use crate::store::{Record, Start, Store, StoreSettings};
+use crate::store::{Record, Start, Store};
 use crate::table::{load_table, Routes, StartError, Task, TaskKind};
 use crate::tasks::{Prepared, TaskContext};
 
-/// Validated settings of `celery-service run`.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// The external task YAML.
-    pub config_path: PathBuf,
-    /// Where collected executables live.
-    pub collect_dir: PathBuf,
-    /// Where log files go.
-    pub log_dir: PathBuf,
-    /// How long finished sessions stay queryable.
-    pub session_retention: Duration,
-    /// Time between SIGTERM and SIGKILL when a run is killed.
-    pub kill_grace: Duration,
-    /// Rotate a log file past this size.
-    pub log_max_bytes: usize,
-    /// Rotated files kept per log.
-    pub log_max_files: usize,
-    /// How long the config file must be quiet after a change before it is reloaded.
-    pub reload_debounce: Duration,
-    /// How many threads the async runtime has.
-    pub workers: usize,
-    /// Where result records go.
-    pub store: StoreSettings,
-    /// How every process of a run is found (`--process-tracking`).
-    pub process_tracking: TrackingChoice,
-    /// Run control limits (`--default-timeout`, `--max-running`, …).
-    pub limits: Limits,
-    /// Bearer tokens (authentication is off when none is set).
-    pub auth: crate::auth::AuthSettings,
-    /// Request and resource limits.
-    pub request_limits: crate::limits::Limits,
-}
-
-impl Settings {
-    /// The rotation limits for every log file.
-    pub fn rotation(&self) -> Rotation {
-        Rotation {
-            max_bytes: self.log_max_bytes,
-            max_files: self.log_max_files,
-        }
-    }
-}
+pub use crate::settings::{absolute_dir, Settings};
 
 /// Shared by every request.
 pub struct App {
@@ -122,16 +81,6 @@ impl App {
             readiness: crate::health::Readiness::default(),
         }))
     }
-}
-
-/// Makes `dir` absolute (without resolving links), so child processes find scripts wherever
-/// their working directory is.
-pub fn absolute_dir(dir: &Path) -> Result<PathBuf, StartError> {
-    std::path::absolute(dir).map_err(|source| StartError::Io {
-        what: "cannot resolve",
-        path: dir.to_path_buf(),
-        source,
-    })
 }
 
 /// A request's body, checked against the task's parameters.

@@ -19,6 +19,7 @@
 //! - [`limits`]: request and resource limits.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`health`]: readiness checks.
+//! - [`settings`]: the validated settings of `celery-service run`.
 //! - [`server`]: the accept loop, one hyper connection task per client, and shutdown.
 //!
 //! [`App::load`] validates a config and [`serve`] runs the service on a listener until a
@@ -40,6 +41,7 @@ pub mod reload;
 pub mod runner;
 pub mod server;
 pub mod sessions;
+pub mod settings;
 pub mod store;
 pub mod table;
 pub mod tasks;

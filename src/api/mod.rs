@@ -15,6 +15,7 @@ pub mod ops;
 mod refusal;
 mod rendered;
 mod results;
+mod task_ops;
 
 use std::sync::Arc;
 use std::time::Duration;

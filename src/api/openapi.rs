@@ -25,10 +25,10 @@ use poem_openapi::{OpenApi, OpenApiService};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use super::task_ops::{operation, request_body, task_responses, Kind};
 use super::{Api, Envelope, ErrorEnvelope};
 use crate::app::App;
-use crate::config::Schedule;
-use crate::table::{RouteTable, Task, TaskKind};
+use crate::table::RouteTable;
 
 /// The document's title.
 pub const TITLE: &str = "celery-service";
@@ -200,149 +200,6 @@ pub fn to_json(doc: &Value) -> String {
     text
 }
 
-/// The answers task operations share, once in `components/responses`: with thousands of tasks,
-/// writing them into every operation made most of the document (and of its memory).
-fn task_responses() -> Value {
-    let answer = |description: &str, schema: &str| {
-        json!({
-            "description": description,
-            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
-        })
-    };
-    let error = ErrorEnvelope::name();
-    json!({
-        "TaskAnswer": answer(
-            "The task ran to its end: `code` 0 and its result (an external task's last stdout \
-             line, or a built-in task's result) with the last stderr line as `msg`, or `code` 1 and \
-             why it failed as `msg`. A failed task is still HTTP 200.",
-            &Envelope::<String>::name(),
-        ),
-        "SessionStarted": answer(
-            "The session has started; `data` is its id, for `POST /async/query` and \
-             `POST /async/kill`.",
-            &Envelope::<Uuid>::name(),
-        ),
-        "BadBody": answer(
-            "The body cannot be read, is not JSON, or does not fit the task's parameters",
-            &error,
-        ),
-        "NoSuchTask": answer(
-            "No such task: it was removed by a reload since this document was read",
-            &error,
-        ),
-        "BodyTooLarge": answer("The body is larger than --max-body-bytes (default 1 MiB)", &error),
-    })
-}
-
-/// The request body of `task`: a list of extra arguments, or a built-in task's parameters.
-fn request_body(task: &Task, registry: &mut Registry) -> Value {
-    let (schema, example, required, description) = match &task.kind {
-        TaskKind::External { task: ext, .. } => (
-            json!({"$ref": "#/components/schemas/TaskArgs"}),
-            json!(ext.args),
-            false,
-            None,
-        ),
-        TaskKind::Builtin(t) => {
-            let schema = serde_json::to_value(t.params_schema(registry)).unwrap_or(Value::Null);
-            let description = if t.accepts_empty() {
-                "The task's parameters. No body means `{}`."
-            } else {
-                "The task's parameters."
-            };
-            (schema, t.example(), !t.accepts_empty(), Some(description))
-        }
-    };
-    let mut body = json!({
-        "required": required,
-        "content": {"application/json": {"schema": schema, "example": example}}
-    });
-    if let Some(description) = description {
-        body["description"] = description.into();
-    }
-    body
-}
-
-/// A stable operation id: `/` becomes `__` and `-` becomes `_`, which cannot collide because
-/// path segments are kebab case.
-fn operation_id(kind: &str, task: &Task) -> String {
-    format!("{kind}__{}", task.path.replace('/', "__").replace('-', "_"))
-}
-
-/// How schedulers treat `task`, in words for the operation's description (the same facts are in
-/// the operation's `x-enabled` and `x-schedule`).
-fn scheduling(task: &Task) -> String {
-    let when = match &task.schedule {
-        Some(s) => format!(
-            "Scheduled at `{}` (minute hour day-of-month month day-of-week)",
-            s.line()
-        ),
-        None => "No schedule of its own: schedulers use their default".to_string(),
-    };
-    if task.enabled {
-        format!("{when}, with the body `{}`.", task.empty_param)
-    } else {
-        format!("Disabled: schedulers skip it ({}).", when.to_lowercase())
-    }
-}
-
-/// The two operations every task has.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Sync,
-    Async,
-}
-
-impl Kind {
-    fn prefix(self) -> &'static str {
-        match self {
-            Self::Sync => "sync",
-            Self::Async => "async",
-        }
-    }
-}
-
-fn operation(kind: Kind, task: &Task, body: Value) -> Value {
-    let (summary, what, answer) = match kind {
-        Kind::Sync => (
-            task.description(),
-            format!(
-                "Runs `{}` and waits for it to end. If the caller disconnects first, the run is \
-                 killed.",
-                task.name
-            ),
-            "TaskAnswer",
-        ),
-        Kind::Async => (
-            format!("{} (in the background)", task.description()),
-            format!(
-                "Starts `{}` as a session and answers at once with the session id. \
-                 `POST /async/query` shows its state and result, `POST /async/kill` stops it.",
-                task.name
-            ),
-            "SessionStarted",
-        ),
-    };
-    let reference = |name: &str| json!({"$ref": format!("#/components/responses/{name}")});
-    let mut op = json!({
-        "tags": [task.cluster_type],
-        "summary": summary,
-        "description": format!("{what}\n\n{}", scheduling(task)),
-        "operationId": operation_id(kind.prefix(), task),
-        "x-enabled": task.enabled,
-        "x-schedule": task.schedule.as_ref().map(Schedule::line),
-        "requestBody": body,
-        "responses": {
-            "200": reference(answer),
-            "400": reference("BadBody"),
-            "404": reference("NoSuchTask"),
-            "413": reference("BodyTooLarge"),
-        },
-    });
-    super::refusal::document(&mut op, matches!(kind, Kind::Async));
-    op
-}
-
 /// The operations of this module's own routes.
 fn doc_routes(paths: &mut BTreeMap<String, Value>) {
     let get = |summary: &str, id: &str, media: &str, schema: Value| {
@@ -460,6 +317,7 @@ pub fn mount(route: Route) -> Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Schedule;
 
     fn table(yaml: &str) -> RouteTable {
         let dir = tempfile::tempdir().unwrap();
