@@ -7,7 +7,7 @@
 //! a body that does not parse), leaves through [`error_envelope`], the one place that maps errors
 //! to HTTP.
 
-mod body;
+pub mod body;
 mod envelope;
 pub mod hangup;
 pub mod openapi;
