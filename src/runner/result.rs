@@ -87,9 +87,11 @@ impl RunResult {
             Err(_) => (None, None),
         };
         let failure = if let Some(reason) = &stopped {
-            Some(match signal {
-                Some(sig) => format!("{reason} (signal {sig})"),
-                None => reason.to_string(),
+            // Only a kill on request names the signal (as it always has); the other reasons are
+            // exact texts a poller may read (`replaced by <id>`, `timed out after 30s`).
+            Some(match (reason, signal) {
+                (StopReason::Killed, Some(sig)) => format!("{reason} (signal {sig})"),
+                _ => reason.to_string(),
             })
         } else if let Err(e) = exit {
             Some(format!("cannot wait for the process: {e}"))
@@ -164,6 +166,6 @@ mod tests {
             Some(StopReason::TimedOut(std::time::Duration::from_secs(90))),
         );
         assert_eq!(timed_out.outcome(), "timed_out");
-        assert_eq!(timed_out.msg, "timed out after 1m 30s (signal 15)");
+        assert_eq!(timed_out.msg, "timed out after 1m 30s");
     }
 }
