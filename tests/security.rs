@@ -365,8 +365,12 @@ async fn metrics_move_with_runs_failures_kills_and_reloads() {
     s.post("/sync/tendb-cluster/fail", None).await;
     let (_, v) = s.post("/async/tendb-cluster/sleeper", None).await;
     let id = v["data"].as_str().unwrap().to_string();
-    let running = scrape().await;
-    assert_eq!(value(&running, "cs_runs_running{}"), 1.0, "{running:?}");
+    // The session exists when its id is answered; its run starts a moment later.
+    let running = poll(Duration::from_secs(10), || async {
+        let m = scrape().await;
+        (value(&m, "cs_runs_running{}") == 1.0).then_some(m)
+    })
+    .await;
     assert_eq!(value(&running, "cs_sessions_held{}"), 1.0);
     s.post("/async/kill", Some(&format!(r#"{{"session_id":"{id}"}}"#)))
         .await;
