@@ -158,12 +158,7 @@ pub struct RunArgs {
 
     /// Bearer tokens every task, session, reload and config route needs (comma-separated, so
     /// that one can be rotated); none leaves the service open.
-    #[arg(
-        long,
-        env = "CS_AUTH_TOKEN",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
+    #[arg(long, env = "CS_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Vec<String>,
 
     /// File of bearer tokens, one a line (`#` comments), re-read when it changes.
@@ -171,21 +166,11 @@ pub struct RunArgs {
     pub auth_token_file: Option<PathBuf>,
 
     /// Read-only tokens (comma-separated): `/list`, `/discovery`, `/async/query`, the output.
-    #[arg(
-        long,
-        env = "CS_READ_TOKEN",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
+    #[arg(long, env = "CS_READ_TOKEN", hide_env_values = true)]
     pub read_token: Vec<String>,
 
     /// Tokens that may read `/metrics` (comma-separated); none leaves `/metrics` open.
-    #[arg(
-        long,
-        env = "CS_METRICS_TOKEN",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
+    #[arg(long, env = "CS_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Vec<String>,
 
     /// Largest request body in bytes (413 beyond).
@@ -313,11 +298,13 @@ impl RunArgs {
     }
 }
 
-/// The tokens of a comma-separated flag, trimmed, empty ones dropped (`a,,b` or a trailing comma).
+/// The tokens of a comma-separated flag (given once or more), trimmed, empty ones dropped
+/// (`a,,b` or a trailing comma).
 fn nonempty(tokens: &[String]) -> Vec<String> {
     tokens
         .iter()
-        .map(|t| t.trim())
+        .flat_map(|t| t.split(','))
+        .map(str::trim)
         .filter(|t| !t.is_empty())
         .map(String::from)
         .collect()

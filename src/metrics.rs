@@ -80,7 +80,14 @@ struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     generation: Gauge,
     auth: Family<AuthLabel, Counter>,
+    process: Process,
+}
+
+/// The service's own process figures, read from `/proc/self` at each scrape.
+#[derive(Default)]
+struct Process {
     cpu: Counter<f64, AtomicU64>,
+    /// The CPU time already counted, as the counter only goes up by increments.
     cpu_seen: Mutex<f64>,
     resident: Gauge,
     virtual_bytes: Gauge,
@@ -100,11 +107,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         reloads: Family::default(),
         generation: Gauge::default(),
         auth: Family::default(),
-        cpu: Counter::default(),
-        cpu_seen: Mutex::new(0.0),
-        resident: Gauge::default(),
-        virtual_bytes: Gauge::default(),
-        open_fds: Gauge::default(),
+        process: Process::default(),
         registry: Registry::default(),
     };
     r.register(
@@ -156,22 +159,22 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     r.register(
         "process_cpu_seconds",
         "User and system CPU time of the service",
-        m.cpu.clone(),
+        m.process.cpu.clone(),
     );
     r.register(
         "process_resident_memory_bytes",
         "Resident memory of the service",
-        m.resident.clone(),
+        m.process.resident.clone(),
     );
     r.register(
         "process_virtual_memory_bytes",
         "Virtual memory of the service",
-        m.virtual_bytes.clone(),
+        m.process.virtual_bytes.clone(),
     );
     r.register(
         "process_open_fds",
         "Open file descriptors of the service",
-        m.open_fds.clone(),
+        m.process.open_fds.clone(),
     );
     Metrics { registry: r, ..m }
 });
@@ -252,18 +255,21 @@ fn read_process(m: &Metrics) {
     if let Ok(stat) = me.stat() {
         let ticks = procfs::ticks_per_second() as f64;
         let cpu = (stat.utime + stat.stime) as f64 / ticks;
-        let mut seen = lock(&m.cpu_seen);
+        let mut seen = lock(&m.process.cpu_seen);
         if cpu > *seen {
-            m.cpu.inc_by(cpu - *seen);
+            m.process.cpu.inc_by(cpu - *seen);
             *seen = cpu;
         }
         let rss = stat.rss.saturating_mul(procfs::page_size());
-        m.resident.set(i64::try_from(rss).unwrap_or(i64::MAX));
-        m.virtual_bytes
+        m.process
+            .resident
+            .set(i64::try_from(rss).unwrap_or(i64::MAX));
+        m.process
+            .virtual_bytes
             .set(i64::try_from(stat.vsize).unwrap_or(i64::MAX));
     }
     if let Ok(n) = me.fd_count() {
-        m.open_fds.set(i64::try_from(n).unwrap_or(i64::MAX));
+        m.process.open_fds.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 }
 

@@ -347,8 +347,14 @@ pub fn openapi_service(app: Arc<App>) -> OpenApiService<(Api, ops::OpsApi), ()> 
 pub fn build(app: Arc<App>) -> impl poem::Endpoint {
     let api = openapi_service(app.clone());
     let route = Route::new()
-        .at("/sync/:cluster_type/:name", post(sync_task))
-        .at("/async/:cluster_type/:name", post(async_task))
+        .at(
+            "/sync/:cluster_type/:name",
+            post(task_route.data(Mode::Sync)),
+        )
+        .at(
+            "/async/:cluster_type/:name",
+            post(task_route.data(Mode::Async)),
+        )
         .nest("/", api);
     let auth = crate::auth::Auth::new(app.settings.auth.clone(), app.settings.reload_debounce);
     openapi::mount(route)
@@ -421,18 +427,39 @@ async fn prepare(
     Ok((task, input))
 }
 
-/// `POST /sync/<ct>/<name>`: runs the task and answers with its last stdout line.
+/// How a task route runs its task.
+#[derive(Clone, Copy)]
+enum Mode {
+    Sync,
+    Async,
+}
+
+/// `POST /sync/<ct>/<name>` and `POST /async/<ct>/<name>`: the task and its input, then the run.
 #[handler]
-async fn sync_task(
+async fn task_route(
     Path((ct, name)): Path<(String, String)>,
     body: Body,
     Data(app): Data<&Arc<App>>,
+    Data(mode): Data<&Mode>,
     req: &Request,
 ) -> Response {
     let (task, input) = match prepare(app, &ct, &name, body).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };
+    match mode {
+        Mode::Sync => sync_task(app, task, input, req).await,
+        Mode::Async => async_task(app, task, input, req),
+    }
+}
+
+/// Runs the task and answers with its last stdout line.
+async fn sync_task(
+    app: &Arc<App>,
+    task: Arc<crate::table::Task>,
+    input: app::Input,
+    req: &Request,
+) -> Response {
     let slot = match app.control.admit(&task) {
         Ok(slot) => slot,
         Err(refused) => return refusal::answer(&refused),
@@ -444,18 +471,13 @@ async fn sync_task(
     envelope::respond(StatusCode::OK, &Envelope::of(r.ok, r.data, r.msg))
 }
 
-/// `POST /async/<ct>/<name>`: starts a session and answers with its id at once.
-#[handler]
-async fn async_task(
-    Path((ct, name)): Path<(String, String)>,
-    body: Body,
-    Data(app): Data<&Arc<App>>,
+/// Starts a session and answers with its id at once.
+fn async_task(
+    app: &Arc<App>,
+    task: Arc<crate::table::Task>,
+    input: app::Input,
     req: &Request,
 ) -> Response {
-    let (task, input) = match prepare(app, &ct, &name, body).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
     let max = app.settings.request_limits.max_sessions;
     if app.sessions.len() >= max {
         return envelope::respond(

@@ -128,6 +128,22 @@ enum Refused {
     Gone(String),
 }
 
+impl Refused {
+    /// The answer built by the constructor of its status (400, 404 or 410).
+    fn answer<A>(
+        self,
+        bad: fn(Json<ErrorEnvelope>) -> A,
+        not_found: fn(Json<ErrorEnvelope>) -> A,
+        gone: fn(Json<ErrorEnvelope>) -> A,
+    ) -> A {
+        match self {
+            Self::Bad(m) => bad(Json(ErrorEnvelope::new(m))),
+            Self::NotFound(m) => not_found(Json(ErrorEnvelope::new(m))),
+            Self::Gone(m) => gone(Json(ErrorEnvelope::new(m))),
+        }
+    }
+}
+
 impl OpsApi {
     fn source(&self, session_id: &str, task: Option<&str>) -> Result<Source, Refused> {
         let session = super::parse_session_id(session_id).map_err(Refused::Bad)?;
@@ -244,9 +260,11 @@ impl OpsApi {
         };
         match page {
             Ok(p) => OutputAnswer::Ok(Json(Envelope::ok(p))),
-            Err(Refused::Bad(m)) => OutputAnswer::BadRequest(Json(ErrorEnvelope::new(m))),
-            Err(Refused::NotFound(m)) => OutputAnswer::NotFound(Json(ErrorEnvelope::new(m))),
-            Err(Refused::Gone(m)) => OutputAnswer::Gone(Json(ErrorEnvelope::new(m))),
+            Err(e) => e.answer(
+                OutputAnswer::BadRequest,
+                OutputAnswer::NotFound,
+                OutputAnswer::Gone,
+            ),
         }
     }
 
@@ -264,11 +282,13 @@ impl OpsApi {
     ) -> StreamAnswer {
         let src = match self.source(&session_id.0, task.0.as_deref()) {
             Ok(src) => src,
-            Err(Refused::Bad(m)) => return StreamAnswer::BadRequest(Json(ErrorEnvelope::new(m))),
-            Err(Refused::NotFound(m)) => {
-                return StreamAnswer::NotFound(Json(ErrorEnvelope::new(m)))
+            Err(e) => {
+                return e.answer(
+                    StreamAnswer::BadRequest,
+                    StreamAnswer::NotFound,
+                    StreamAnswer::Gone,
+                )
             }
-            Err(Refused::Gone(m)) => return StreamAnswer::Gone(Json(ErrorEnvelope::new(m))),
         };
         let ops = Arc::new(OpsApi {
             app: self.app.clone(),

@@ -25,41 +25,16 @@ pub type Child = Box<dyn ChildWrapper>;
 /// Starts `program args…` in a new process group, with the service's environment plus `vars`.
 ///
 /// The child is killed (the leader only; the run's own guard takes care of its group) if it is
-/// dropped before it has been waited for, and then reaped by tokio in the background.
-// The service starts its children through `spawn_in`; the floor (bench/loadgen) and the tests
-// below call this.
-#[allow(dead_code)]
+/// dropped before it has been waited for, and then reaped by tokio in the background. No hook runs
+/// in the child before it executes, so std starts it with glibc's `posix_spawn` (a `vfork`-style
+/// start that copies none of the service's memory) rather than a `fork`.
 pub fn spawn(program: &OsStr, args: &[OsString], vars: &[(&str, &str)]) -> io::Result<Child> {
-    spawn_in(program, args, vars, None)
-}
-
-/// Like [`spawn`]; with `cgroup_procs` (a run's open `cgroup.procs` file), the child moves
-/// itself into that cgroup before it executes the program, so that nothing it ever starts can be
-/// outside it (moving it after the spawn would race with its first fork).
-pub fn spawn_in(
-    program: &OsStr,
-    args: &[OsString],
-    vars: &[(&str, &str)],
-    cgroup_procs: Option<std::fs::File>,
-) -> io::Result<Child> {
     let mut command = CommandWrap::with_new(program, |c| {
         c.args(args)
             .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(procs) = cgroup_procs {
-            // SAFETY: the closure runs in the forked child before exec and only makes one
-            // write(2) on a descriptor opened before the fork (writing "0" to `cgroup.procs`
-            // moves the writing process); it allocates nothing and takes no lock, so it is
-            // async-signal-safe. The descriptor is close-on-exec, so the program never sees it.
-            unsafe {
-                c.pre_exec(move || {
-                    use std::io::Write;
-                    (&procs).write_all(b"0")
-                });
-            }
-        }
     });
     command.wrap(ProcessGroup::leader()).wrap(KillOnDrop);
     command.spawn()

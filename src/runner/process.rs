@@ -87,12 +87,8 @@ pub async fn run(program: &OsStr, args: &[OsString], env: RunEnv<'_>) -> RunResu
         Ok(procs) => procs,
         Err(e) => return fail(format!("cannot create the run's cgroup: {e}")),
     };
-    let procs_file = match procs.as_ref().map(|p| p.procs_file()).transpose() {
-        Ok(file) => file.flatten(),
-        Err(e) => return fail(format!("cannot open the run's cgroup: {e}")),
-    };
     let spawning = procs.as_ref().map(|p| p.spawning());
-    let mut child = match command::spawn_in(program, args, env.vars, procs_file) {
+    let mut child = match command::spawn(program, args, env.vars) {
         Ok(child) => child,
         Err(e) => return fail(start_failure(program, &e)),
     };
@@ -104,9 +100,16 @@ pub async fn run(program: &OsStr, args: &[OsString], env: RunEnv<'_>) -> RunResu
         procs.leader_started(pid);
     }
     drop(spawning);
+    let adopted = procs.as_ref().map_or(Ok(()), |p| p.adopt(pid));
     // Declared before the leader's wait: dropped after it, so a run dropped half-way (its
     // runtime shut down under it) kills its whole group.
     let mut group = Group::new(Pid::from_raw(pid), procs);
+    if let Err(e) = adopted {
+        // Dropping the group unsettled kills all of it.
+        return fail(format!(
+            "cannot move the process into the run's cgroup: {e}"
+        ));
+    }
     let stdout = child.stdout().take();
     let stderr = child.stderr().take();
     let mut leader = Leader::new(leader_wait(&mut child));

@@ -29,21 +29,17 @@ pub struct RunResult {
 impl RunResult {
     /// A successful run.
     pub fn success(data: String, msg: String) -> Self {
-        Self {
-            ok: true,
-            data,
-            msg,
-            exit_code: None,
-            stopped: None,
-            stderr_last: String::new(),
-            signal: None,
-        }
+        Self::ended(true, data, msg)
     }
 
     /// A failed run, with the text saying why.
     pub fn failure(data: String, msg: String) -> Self {
+        Self::ended(false, data, msg)
+    }
+
+    fn ended(ok: bool, data: String, msg: String) -> Self {
         Self {
-            ok: false,
+            ok,
             data,
             msg,
             exit_code: None,

@@ -9,16 +9,24 @@
 //! only available with cgroup2 mounted and a subtree the service may write (root, or systemd's
 //! `Delegate=yes`).
 //!
-//! No crate is used for the cgroup: what is needed is a `mkdir`, one write of `0` into the new
-//! `cgroup.procs` by the child before it executes (see `command::spawn_in`), a read of
-//! `cgroup.procs`, a write to `cgroup.kill` and an `rmdir`. `cgroups-rs` moves tasks only after
-//! they have started, which races with a child's first fork, and brings v1 code we do not use.
+//! No crate is used for the cgroup: what is needed is a `mkdir`, a write of the leader's pid into
+//! `cgroup.procs`, a read of it, a write to `cgroup.kill` and an `rmdir`; `cgroups-rs` brings v1
+//! code we do not use. The leader is started the standard way (glibc's `posix_spawn`, see
+//! [`command`](super::command)) and moved in by the service right after: a child that moved
+//! itself in before it executed needed a `pre_exec` hook, which makes std `fork` the whole
+//! service and cost about 1.8 ms per run (BENCHMARKS.md). What the leader forks in the moment
+//! between its start and the move is found among its children and moved too ([`RunProcs::adopt`]).
+//! Empty run cgroups are kept for the next runs instead of being removed and made again, which
+//! costs about 55 µs of kernel time per run.
+//!
+//! Descendants are listed through the `procfs` crate (`/proc/<pid>/task/<tid>/children`).
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
@@ -92,6 +100,42 @@ pub struct Tracking {
     base: PathBuf,
     /// Why `auto` fell back to the subreaper.
     fallback: Option<String>,
+    /// Empty run cgroups ready for the next runs (cgroup mechanism only).
+    pool: Arc<Pool>,
+}
+
+/// How many empty run cgroups are kept for reuse; past that, an emptied one is removed.
+const POOL_MAX: usize = 256;
+
+/// Empty run cgroups kept for the next runs, named `cs-run-<service pid>-<n>`.
+#[derive(Debug, Default)]
+struct Pool {
+    idle: Mutex<Vec<RunCgroup>>,
+    made: AtomicU64,
+}
+
+/// One run cgroup and its `cgroup.procs`, open for moving processes in.
+#[derive(Debug)]
+struct RunCgroup {
+    dir: PathBuf,
+    procs: File,
+}
+
+impl RunCgroup {
+    /// Moves process `pid` in; a process that has already exited is no error.
+    fn move_in(&self, pid: i32) -> io::Result<()> {
+        match (&self.procs).write_all(pid.to_string().as_bytes()) {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// The processes in it (zombies are not).
+    fn pids(&self) -> Vec<i32> {
+        fs::read_to_string(self.dir.join("cgroup.procs"))
+            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
 }
 
 /// Leaders of runs (tokio waits for them), so the orphan reaper never reaps one. Spawns hold the
@@ -133,10 +177,14 @@ impl Tracking {
             source,
         })?;
         remove_stale(&base);
+        // A subreaper here too: what a leader orphans in the moment before it is moved into its
+        // cgroup comes to the service, where `adopt` finds it (see there).
+        nix::sys::prctl::set_child_subreaper(true).map_err(TrackingError::Subreaper)?;
         Ok(Self {
             mechanism: Mechanism::Cgroup,
             base,
             fallback: None,
+            pool: Arc::default(),
         })
     }
 
@@ -146,6 +194,7 @@ impl Tracking {
             mechanism: Mechanism::Subreaper,
             base: PathBuf::new(),
             fallback,
+            pool: Arc::default(),
         })
     }
 
@@ -165,25 +214,50 @@ impl Tracking {
         }
     }
 
-    /// Prepares the tracking of run `session` before its leader is started.
+    /// Prepares the tracking of run `session` before its leader is started: an empty cgroup
+    /// from the pool, or a new one.
     pub fn start_run(&self, session: Uuid) -> io::Result<RunProcs> {
         let kind = match self.mechanism {
             Mechanism::Cgroup => {
-                // The service's pid in the name tells whose run it is (see `remove_stale`).
-                let dir = self
-                    .base
-                    .join(format!("cs-run-{}-{session}", std::process::id()));
-                fs::create_dir(&dir)?;
+                let pooled = lock(&self.pool.idle).pop();
+                let cgroup = match pooled {
+                    Some(cgroup) => cgroup,
+                    None => self.new_cgroup()?,
+                };
                 Kind::Cgroup {
-                    dir,
+                    cgroup: Some(cgroup),
                     base: self.base.clone(),
+                    pool: Arc::clone(&self.pool),
                 }
             }
-            Mechanism::Subreaper => Kind::Marker {
-                needle: format!("CS_SESSION_ID={session}\0").into_bytes(),
-            },
+            Mechanism::Subreaper => Kind::Marker,
         };
-        Ok(RunProcs { kind })
+        Ok(RunProcs {
+            kind,
+            needle: format!("CS_SESSION_ID={session}\0").into_bytes(),
+        })
+    }
+
+    fn new_cgroup(&self) -> io::Result<RunCgroup> {
+        // The service's pid in the name tells whose run it is (see `remove_stale`).
+        let n = self.pool.made.fetch_add(1, Ordering::Relaxed);
+        let dir = self.base.join(format!("cs-run-{}-{n}", std::process::id()));
+        fs::create_dir(&dir)?;
+        let procs = OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))
+            .inspect_err(|_| {
+                let _ = fs::remove_dir(&dir);
+            })?;
+        Ok(RunCgroup { dir, procs })
+    }
+}
+
+impl Drop for Tracking {
+    fn drop(&mut self) {
+        for cgroup in lock(&self.pool.idle).drain(..) {
+            let _ = fs::remove_dir(&cgroup.dir);
+        }
     }
 }
 
@@ -191,24 +265,53 @@ impl Tracking {
 #[derive(Debug)]
 pub struct RunProcs {
     kind: Kind,
+    /// `CS_SESSION_ID=<session>\0`, the run's marker in its processes' environment.
+    needle: Vec<u8>,
 }
 
 #[derive(Debug)]
 enum Kind {
-    Cgroup { dir: PathBuf, base: PathBuf },
-    Marker { needle: Vec<u8> },
+    Cgroup {
+        /// Taken back into the pool when the run is dropped.
+        cgroup: Option<RunCgroup>,
+        base: PathBuf,
+        pool: Arc<Pool>,
+    },
+    Marker,
 }
 
 impl RunProcs {
-    /// The run's `cgroup.procs`, opened for the leader to move itself in before it executes.
-    pub fn procs_file(&self) -> io::Result<Option<File>> {
+    fn cgroup(&self) -> Option<&RunCgroup> {
         match &self.kind {
-            Kind::Cgroup { dir, .. } => OpenOptions::new()
-                .write(true)
-                .open(dir.join("cgroup.procs"))
-                .map(Some),
-            Kind::Marker { .. } => Ok(None),
+            Kind::Cgroup { cgroup, .. } => cgroup.as_ref(),
+            Kind::Marker => None,
         }
+    }
+
+    /// Moves the run's just-started leader into the run's cgroup (cgroup mechanism), with
+    /// whatever it forked before the move: its children are read after it is in, when anything
+    /// it forks lands in the cgroup by itself, and moved in with theirs. What is still missed:
+    /// a process forked, orphaned and its parent reaped, all in the moment between the start
+    /// and the move; such a process keeps the run's process group unless it left it too.
+    pub fn adopt(&self, leader: i32) -> io::Result<()> {
+        let Some(cgroup) = self.cgroup() else {
+            return Ok(());
+        };
+        cgroup.move_in(leader)?;
+        let mut stack = vec![leader];
+        // Orphaned by then (a double fork, `setsid … &` in a subshell), such a process is the
+        // service's child (a subreaper), and the run's marker in its environment says whose.
+        let finder = memchr::memmem::Finder::new(&self.needle);
+        stack.extend(orphans().into_iter().filter(|&pid| {
+            !is_leader(pid)
+                && fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| marker(&env, &finder) == Some(true))
+        }));
+        while let Some(pid) = stack.pop() {
+            cgroup.move_in(pid)?;
+            stack.extend(children(pid));
+        }
+        Ok(())
     }
 
     /// Holds off the orphan reaper while a leader is started; call [`Self::leader_started`]
@@ -221,37 +324,31 @@ impl RunProcs {
 
     /// Records a leader tokio waits for (subreaper mechanism), until [`Self::leader_reaped`].
     pub fn leader_started(&self, pid: i32) {
-        if matches!(self.kind, Kind::Marker { .. }) {
-            lock(&LEADERS).get_or_insert_with(HashSet::new).insert(pid);
-        }
+        lock(&LEADERS).get_or_insert_with(HashSet::new).insert(pid);
     }
 
     /// Forgets a leader once tokio has reaped it.
     pub fn leader_reaped(&self, pid: i32) {
-        if matches!(self.kind, Kind::Marker { .. }) {
-            if let Some(set) = lock(&LEADERS).as_mut() {
-                set.remove(&pid);
-            }
+        if let Some(set) = lock(&LEADERS).as_mut() {
+            set.remove(&pid);
         }
     }
 
     /// The run's processes that still run (zombies excluded).
     pub fn pids(&self) -> Vec<i32> {
         match &self.kind {
-            Kind::Cgroup { dir, .. } => fs::read_to_string(dir.join("cgroup.procs"))
-                .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
-                .unwrap_or_default(),
-            Kind::Marker { needle } => marked(needle),
+            Kind::Cgroup { cgroup, .. } => cgroup.as_ref().map(RunCgroup::pids).unwrap_or_default(),
+            Kind::Marker => marked(&self.needle),
         }
     }
 
     /// Sends `signal` to every process of the run; SIGKILL to a cgroup goes through
     /// `cgroup.kill`, which reaches processes forked while it is delivered too.
     pub fn signal(&self, signal: Signal) {
-        if let (Kind::Cgroup { dir, .. }, Signal::SIGKILL) = (&self.kind, signal) {
+        if let (Some(cgroup), Signal::SIGKILL) = (self.cgroup(), signal) {
             if OpenOptions::new()
                 .write(true)
-                .open(dir.join("cgroup.kill"))
+                .open(cgroup.dir.join("cgroup.kill"))
                 .and_then(|mut f| f.write_all(b"1"))
                 .is_ok()
             {
@@ -284,15 +381,17 @@ impl RunProcs {
     /// Reaps orphans that were reparented to the service (subreaper mechanism) and have exited,
     /// so they do not stay zombies; never a run's leader, which tokio waits for.
     pub fn reap_orphans(&self) {
-        if !matches!(self.kind, Kind::Marker { .. }) {
+        // Most often there is none: nothing to reap, no lock.
+        if orphans().into_iter().all(is_leader) {
             return;
         }
+        // No leader is being started now, so every leader is in LEADERS; a child still running
+        // is not reaped by a WNOHANG wait.
         let _no_spawn = SPAWNING
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let leaders = lock(&LEADERS).clone().unwrap_or_default();
-        for pid in own_zombie_children() {
-            if !leaders.contains(&pid) {
+        for pid in orphans() {
+            if !is_leader(pid) {
                 let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
             }
         }
@@ -301,11 +400,23 @@ impl RunProcs {
 
 impl Drop for RunProcs {
     fn drop(&mut self) {
-        if let Kind::Cgroup { dir, .. } = &self.kind {
-            // Still populated only if something survived SIGKILL; then it is left, and logged.
-            if let Err(e) = fs::remove_dir(dir) {
-                tracing::warn!(error = %e, cgroup = %dir.display(), "cannot remove a run's cgroup");
-            }
+        let Kind::Cgroup { cgroup, pool, .. } = &mut self.kind else {
+            return;
+        };
+        let Some(cgroup) = cgroup.take() else { return };
+        // Still populated only if something survived SIGKILL; then it is left, and logged.
+        if !cgroup.pids().is_empty() {
+            tracing::warn!(cgroup = %cgroup.dir.display(), "a run's cgroup is not empty; left in place");
+            return;
+        }
+        let mut idle = lock(&pool.idle);
+        if idle.len() < POOL_MAX {
+            idle.push(cgroup);
+            return;
+        }
+        drop(idle);
+        if let Err(e) = fs::remove_dir(&cgroup.dir) {
+            tracing::warn!(error = %e, cgroup = %cgroup.dir.display(), "cannot remove a run's cgroup");
         }
     }
 }
@@ -351,33 +462,78 @@ fn remove_stale(base: &Path) {
     }
 }
 
-/// Every process (not a zombie: its environment reads empty) whose environment holds `needle`.
-fn marked(needle: &[u8]) -> Vec<i32> {
-    let me = std::process::id() as i32;
-    let Ok(dir) = fs::read_dir("/proc") else {
+fn is_leader(pid: i32) -> bool {
+    lock(&LEADERS).as_ref().is_some_and(|l| l.contains(&pid))
+}
+
+/// The children of the service's main thread: the orphans reparented to the service (the kernel
+/// gives them to the first live thread of a subreaper, the main one, which starts no run), and
+/// any leader the main thread started.
+fn orphans() -> Vec<i32> {
+    let me = std::process::id();
+    fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
+        .map(|t| {
+            t.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The children of process `pid`, of all its threads.
+fn children(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = procfs::process::Process::new(pid).and_then(|p| p.tasks()) else {
         return Vec::new();
     };
-    let finder = memchr::memmem::Finder::new(needle);
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| pid != me)
-        .filter(|pid| {
-            fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| finder.find_iter(&env).any(|at| at == 0 || env[at - 1] == 0))
-        })
+    tasks
+        .flatten()
+        .filter_map(|t| t.children().ok())
+        .flatten()
+        .filter_map(|c| i32::try_from(c).ok())
         .collect()
 }
 
-/// The service's children that are zombies, from `/proc/<pid>/stat`.
-fn own_zombie_children() -> Vec<i32> {
+/// Whose run an environment names: `Some(true)` the run of `needle`, `Some(false)` another run.
+fn marker(env: &[u8], needle: &memchr::memmem::Finder<'_>) -> Option<bool> {
+    let at_start = |at: usize| at == 0 || env[at - 1] == 0;
+    if needle.find_iter(env).any(at_start) {
+        Some(true)
+    } else if memchr::memmem::find_iter(env, b"CS_SESSION_ID=").any(at_start) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// The processes of the run whose environment marker is `needle` (zombies excluded): below the
+/// service (a subreaper, so orphans of a run are its children too), every process whose
+/// environment holds the marker, and everything below one. The processes of other runs are not
+/// descended into, so a check reads about one environment per run going on, not all of `/proc`.
+fn marked(needle: &[u8]) -> Vec<i32> {
+    let finder = memchr::memmem::Finder::new(needle);
+    let mut found = Vec::new();
     let me = std::process::id() as i32;
-    let Ok(all) = procfs::process::all_processes() else {
-        return Vec::new();
-    };
-    all.filter_map(|p| p.ok()?.stat().ok())
-        .filter(|s| s.ppid == me && s.state == 'Z')
-        .map(|s| s.pid)
-        .collect()
+    let mut stack: Vec<(i32, bool)> = children(me).into_iter().map(|c| (c, false)).collect();
+    while let Some((pid, below_ours)) = stack.pop() {
+        // A zombie's environment reads empty, as does one cleared with `env -i`.
+        let env = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let ours = match marker(&env, &finder) {
+            Some(true) => true,
+            Some(false) if !below_ours => continue,
+            _ => below_ours,
+        };
+        if ours && (!env.is_empty() || !is_zombie(pid)) {
+            found.push(pid);
+        }
+        stack.extend(children(pid).into_iter().map(|c| (c, ours)));
+    }
+    found
+}
+
+fn is_zombie(pid: i32) -> bool {
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .map_or(true, |s| matches!(s.state, 'Z' | 'X' | 'x'))
 }
 
 #[cfg(test)]

@@ -24,6 +24,11 @@ use crate::logs::lock;
 const BATCH: usize = 512;
 /// How often a spooling writer tries MongoDB again, and the maintenance loop runs.
 const TICK: Duration = Duration::from_millis(500);
+/// How long the writer waits for more records after the first of a batch (a group commit): the
+/// start and end records of a short run then make one write, and a burst of runs one
+/// transaction. Records are in the queue, not yet stored, during it, as they are while a write
+/// goes on; a session's answers come from memory meanwhile.
+const LINGER: Duration = Duration::from_millis(25);
 /// Maintenance ticks between retention sweeps.
 const SWEEP_EVERY: u32 = 20;
 
@@ -241,6 +246,15 @@ impl Writer {
                 n = rx.recv_many(&mut buf, BATCH) => {
                     if n == 0 {
                         break;
+                    }
+                    let until = tokio::time::Instant::now() + LINGER;
+                    while buf.len() < BATCH {
+                        let room = BATCH - buf.len();
+                        let more = rx.recv_many(&mut buf, room);
+                        match tokio::time::timeout_at(until, more).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
                     }
                     self.handle(std::mem::take(&mut buf)).await;
                 }
