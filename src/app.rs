@@ -258,7 +258,7 @@ impl App {
             crate::health::Check {
                 name: "store".into(),
                 // Spooling is ready: records wait on local disk and nothing is lost.
-                ready: matches!(status.state.as_str(), "connected" | "spooling"),
+                ready: matches!(status.state.as_str(), "connected" | "spooling" | "off"),
                 detail: format!(
                     "{} {} ({}; {} queued, {} spooled)",
                     status.backend,

@@ -128,6 +128,11 @@ pub struct RunArgs {
     #[arg(long, env = "CS_RESULT_DB_FILE", default_value = "results.sqlite3")]
     pub result_db_file: PathBuf,
 
+    /// Keep results in memory only, as the original service did (until --session-retention):
+    /// no embedded file, no MongoDB, no `/results` history.
+    #[arg(long, env = "CS_NO_RESULT_STORE", conflicts_with = "db_address")]
+    pub no_result_store: bool,
+
     /// How long ended result records are kept (e.g. `30d`, `12h`).
     #[arg(long, env = "CS_RESULT_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
     pub result_retention: Duration,
@@ -294,6 +299,7 @@ impl RunArgs {
                 .map_err(|e| format!("--result-db-file: {e}"))?,
             retention: self.result_retention,
             replica_timeout: self.replica_timeout,
+            off: self.no_result_store,
         })
     }
 }

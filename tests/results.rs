@@ -218,6 +218,44 @@ async fn embedded_store_keeps_every_kind_of_run() {
 }
 
 #[tokio::test]
+async fn with_no_result_store_nothing_is_written_and_sessions_live_in_memory() {
+    let s = Server::start(YAML, &["--no-result-store"]);
+    let (status, v) = s.post("/sync/store/echo", Some(r#"["hi"]"#)).await;
+    assert_eq!((status, v["data"].as_str()), (200, Some("hi")), "{v}");
+    let (_, v) = s.post("/async/store/echo", Some(r#"["there"]"#)).await;
+    let id = v["data"].as_str().unwrap().to_string();
+    let query = format!(r#"{{"session_id":"{id}"}}"#);
+    poll(T, || async {
+        let (_, v) = s.post("/async/query", Some(&query)).await;
+        (v["data"][0]["done"] == true).then_some(())
+    })
+    .await;
+    // No file was made, and scripts get no URI.
+    assert!(!s.path("results.sqlite3").exists());
+    let (_, v) = s.post("/sync/store/env", None).await;
+    assert_eq!(v["data"], "db=celery_service uri=", "{v}");
+    let (_, v) = s.get("/-/store").await;
+    assert_eq!(
+        (v["data"]["backend"].as_str(), v["data"]["state"].as_str()),
+        (Some("off"), Some("off")),
+        "{v}"
+    );
+    // A session not in memory is simply not found (as with the original service), history is
+    // refused naming the flag, and the service is ready.
+    let unknown = r#"{"session_id":"00000000-0000-4000-8000-000000000000"}"#;
+    let (status, _) = s.post("/async/query", Some(unknown)).await;
+    assert_eq!(status, 404);
+    let (status, v) = s.get("/results").await;
+    assert_eq!(status, 503, "{v}");
+    assert!(
+        v["msg"].as_str().unwrap().contains("--no-result-store"),
+        "{v}"
+    );
+    let (status, v) = s.get("/readyz").await;
+    assert_eq!(status, 200, "{v}");
+}
+
+#[tokio::test]
 async fn ferretdb_store_keeps_every_kind_of_run_and_scripts_get_the_uri() {
     let data = tempfile::tempdir().unwrap();
     let ferret = Ferret::start(data.path());

@@ -50,6 +50,9 @@ pub enum StoreError {
     /// The store is not started yet.
     #[error("the result store is not started")]
     NotStarted,
+    /// The service runs with `--no-result-store`.
+    #[error("the result store is off (--no-result-store): results are kept in memory only")]
+    Off,
 }
 
 /// A password, kept out of every `Debug`, log line and error.
@@ -113,6 +116,8 @@ pub struct StoreSettings {
     /// `--replica-timeout`: running records whose owner has not heartbeated for this long are
     /// marked lost.
     pub replica_timeout: Duration,
+    /// `--no-result-store`: no record is written anywhere.
+    pub off: bool,
 }
 
 impl StoreSettings {
@@ -170,11 +175,11 @@ pub struct History {
 /// The store's state, as `GET /-/store` shows it.
 #[derive(Debug, Clone, Object)]
 pub struct StoreStatus {
-    /// `embedded` or `mongodb`.
+    /// `embedded`, `mongodb`, or `off` (`--no-result-store`).
     pub backend: String,
-    /// Where records go: the file, or the MongoDB URI with the password as `***`.
+    /// Where records go: the file, or the MongoDB URI with the password as `***`; empty when off.
     pub location: String,
-    /// `connected` or `spooling` (MongoDB unreachable; records wait in the spool).
+    /// `connected`, `spooling` (MongoDB unreachable; records wait in the spool), or `off`.
     pub state: String,
     /// Records waiting in the queue for the writer.
     pub queue_depth: u64,
@@ -216,7 +221,11 @@ impl Store {
     pub fn new(settings: StoreSettings) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         Self {
-            uri: settings.uri(),
+            uri: if settings.off {
+                String::new()
+            } else {
+                settings.uri()
+            },
             settings,
             owner: Owner::current(),
             tx,
@@ -245,6 +254,10 @@ impl Store {
     /// Opens the backend and starts the writer and the maintenance loop. A MongoDB that is
     /// down does not stop the start: records spool until it answers.
     pub async fn start(&self, kill: KillHook) -> Result<(), StoreError> {
+        if self.settings.off {
+            tracing::warn!("result store: off (--no-result-store); results are kept in memory only, until --session-retention");
+            return Ok(());
+        }
         let backend = writer::Backend::open(&self.settings).await?;
         let _ = self.backend.set(backend.clone());
         let Some(rx) = lock(&self.rx).take() else {
@@ -265,6 +278,9 @@ impl Store {
     /// Queues a record; never waits and never fails. A full queue hands the record to a task
     /// of its own that waits for room, so even then it is not dropped.
     pub fn put(&self, record: Record) {
+        if self.settings.off {
+            return;
+        }
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(record) {
             Ok(()) => {}
@@ -283,11 +299,18 @@ impl Store {
     }
 
     fn backend(&self) -> Result<&writer::Backend, StoreError> {
+        if self.settings.off {
+            return Err(StoreError::Off);
+        }
         self.backend.get().ok_or(StoreError::NotStarted)
     }
 
     /// One record: from the database, else from the spool (written here, not yet replayed).
+    /// With the store off there is none: the session is only known while it is in memory.
     pub async fn get(&self, id: Uuid) -> Result<Option<Record>, StoreError> {
+        if self.settings.off {
+            return Ok(None);
+        }
         self.backend()?.get(&id.to_string()).await
     }
 
@@ -303,6 +326,9 @@ impl Store {
         id: Uuid,
         wait: Duration,
     ) -> Result<Option<SessionInfo>, StoreError> {
+        if self.settings.off {
+            return Ok(None);
+        }
         let backend = self.backend()?;
         let key = id.to_string();
         let Some(record) = backend.get(&key).await? else {
@@ -329,16 +355,26 @@ impl Store {
 
     /// The store's state now.
     pub fn status(&self) -> StoreStatus {
-        let mongo = self.settings.address.is_some();
+        let (backend, location, state) = match (self.settings.off, &self.settings.address) {
+            (true, _) => ("off", String::new(), "off"),
+            (false, address) => (
+                if address.is_some() {
+                    "mongodb"
+                } else {
+                    "embedded"
+                },
+                self.settings.redacted_uri(),
+                if self.shared.spooling.load(Ordering::Relaxed) {
+                    "spooling"
+                } else {
+                    "connected"
+                },
+            ),
+        };
         StoreStatus {
-            backend: if mongo { "mongodb" } else { "embedded" }.into(),
-            location: self.settings.redacted_uri(),
-            state: if self.shared.spooling.load(Ordering::Relaxed) {
-                "spooling"
-            } else {
-                "connected"
-            }
-            .into(),
+            backend: backend.into(),
+            location,
+            state: state.into(),
             queue_depth: self.shared.queued.load(Ordering::Relaxed) as u64,
             spool_size: self.shared.spooled.load(Ordering::Relaxed),
             last_error: lock(&self.shared.last_error).clone(),
@@ -373,6 +409,7 @@ mod tests {
             file: "results.sqlite3".into(),
             retention: Duration::from_secs(1),
             replica_timeout: Duration::from_secs(1),
+            off: false,
         }
     }
 
