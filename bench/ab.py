@@ -4,6 +4,7 @@
     python3 bench/ab.py BINARY                 # BINARY against the floor
     python3 bench/ab.py OLD NEW                # NEW against OLD
     python3 bench/ab.py OLD NEW --b-args "--workers 2" --task echo-bin --concurrency 64 --pairs 40
+    python3 bench/ab.py BIN BIN --b-args "--auth-token t" --header "Authorization: Bearer t"
 
 Each pair runs both sides back to back for `--seconds` (the order alternates between pairs) and
 takes the ratio of their calls per second; the median and quartiles of those ratios are printed,
@@ -31,6 +32,9 @@ def main():
     ap.add_argument("b", nargs="?", help="a second binary; without it A is compared with the floor")
     ap.add_argument("--a-args", default="", help="extra `run` flags for A")
     ap.add_argument("--b-args", default="", help="extra `run` flags for B")
+    ap.add_argument("--header", action="append", default=[],
+                    help="a `Name: value` header on every request to both sides (e.g. the bearer "
+                         "token of a side started with --auth-token); repeatable")
     ap.add_argument("--task", default="echo-sh", choices=sorted(run.FLOOR))
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--pairs", type=int, default=30)
@@ -52,7 +56,8 @@ def main():
             if name == "floor":
                 return run.measure("floor", o.task, o.concurrency, o.seconds)
             svc = dict(sides)[name]
-            return run.measure("ours", svc.sync_target(o.task), o.concurrency, o.seconds)
+            return run.measure("ours", svc.sync_target(o.task), o.concurrency, o.seconds,
+                               headers=o.header)
 
         ratios, cpu = [], {n: [] for n in names}
         for i in range(o.pairs):

@@ -279,7 +279,7 @@ def cpu_us(pid):
     return (int(fields[11]) + int(fields[12])) * tick, (int(fields[13]) + int(fields[14])) * tick
 
 
-def measure(kind, target, concurrency, seconds, must_work=True):
+def measure(kind, target, concurrency, seconds, must_work=True, headers=()):
     """One run of the load generator; `kind` is ours, webhook or floor.
 
     Besides throughput and latency it records the CPU time per call of the server itself
@@ -293,8 +293,9 @@ def measure(kind, target, concurrency, seconds, must_work=True):
         r["client_us"] = 0
     else:
         before = cpu_us(target["pid"])
-        r = loadgen(["http", target["url"], "--body", target["body"], "--expect", target["expect"], *common],
-                    seconds + 60)
+        extra = [a for h in headers for a in ("--header", h)]
+        r = loadgen(["http", target["url"], "--body", target["body"], "--expect", target["expect"], *common,
+                     *extra], seconds + 60)
         after = cpu_us(target["pid"])
         r["self_us"], r["children_us"] = after[0] - before[0], after[1] - before[1]
         r["client_us"] = r["self_cpu_us"]

@@ -34,6 +34,8 @@ struct Opts {
     mode: String,
     urls: Vec<String>,
     body: String,
+    /// Extra request header lines (`Name: value`), e.g. a bearer token.
+    headers: Vec<String>,
     expect: String,
     concurrency: usize,
     duration: Duration,
@@ -48,6 +50,7 @@ fn parse_args() -> Result<Opts, String> {
         mode,
         urls: Vec::new(),
         body: String::new(),
+        headers: Vec::new(),
         expect: String::new(),
         concurrency: 1,
         duration: Duration::from_secs(3),
@@ -59,6 +62,13 @@ fn parse_args() -> Result<Opts, String> {
         match a.as_str() {
             "--body" => o.body = value("--body")?,
             "--expect" => o.expect = value("--expect")?,
+            "--header" => {
+                let h = value("--header")?;
+                if !h.contains(':') || h.contains(['\r', '\n']) {
+                    return Err(format!("--header {h:?}: expected one `Name: value` line"));
+                }
+                o.headers.push(h);
+            }
             "--concurrency" => {
                 o.concurrency = value("--concurrency")?
                     .parse()
@@ -218,15 +228,20 @@ impl Target {
         })
     }
 
-    /// The whole request, ready for one write.
-    fn post(&self, body: &str) -> Vec<u8> {
+    /// The whole request, ready for one write, with `headers` (`Name: value` lines) added.
+    fn post(&self, body: &str, headers: &[String]) -> Vec<u8> {
         let mut r = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
             self.path,
             self.host,
             body.len()
-        )
-        .into_bytes();
+        );
+        for h in headers {
+            r.push_str(h);
+            r.push_str("\r\n");
+        }
+        r.push_str("\r\n");
+        let mut r = r.into_bytes();
         r.extend_from_slice(body.as_bytes());
         r
     }
@@ -562,7 +577,7 @@ async fn http_worker(o: &Opts, deadline: Instant) -> Tally {
         Ok(target) => target,
         Err(e) => return Tally::failed(e),
     };
-    let request = target.post(&o.body);
+    let request = target.post(&o.body, &o.headers);
     let mut conn = Conn::new(&target);
     timed_loop(deadline, async || {
         let status = conn.post(&request).await?;
@@ -584,7 +599,10 @@ async fn async_cycle(
     let id = v["data"]
         .as_str()
         .ok_or("submit answer has no session id")?;
-    let query = query_target.post(&serde_json::json!({ "session_id": id }).to_string());
+    let query = query_target.post(
+        &serde_json::json!({ "session_id": id }).to_string(),
+        &o.headers,
+    );
     loop {
         tokio::time::sleep(o.poll).await;
         let status = conn.post(&query).await?;
@@ -606,7 +624,7 @@ async fn async_worker(o: &Opts, deadline: Instant) -> Tally {
             Ok(targets) => targets,
             Err(e) => return Tally::failed(e),
         };
-    let submit = submit_target.post(&o.body);
+    let submit = submit_target.post(&o.body, &o.headers);
     // Both URLs share the worker's one connection, which goes to the submit URL's host.
     let mut conn = Conn::new(&submit_target);
     timed_loop(deadline, async || {
@@ -853,9 +871,16 @@ mod tests {
         assert!(Target::parse("https://example.com/").is_err());
         assert!(Target::parse("http:///path").is_err());
         assert_eq!(
-            Target::parse("http://h:1/p").unwrap().post("{}"),
+            Target::parse("http://h:1/p").unwrap().post("{}", &[]),
             b"POST /p HTTP/1.1\r\nHost: h:1\r\nContent-Type: application/json\r\n\
               Content-Length: 2\r\n\r\n{}"
+        );
+        assert_eq!(
+            Target::parse("http://h:1/p")
+                .unwrap()
+                .post("[]", &["Authorization: Bearer t".to_string()]),
+            b"POST /p HTTP/1.1\r\nHost: h:1\r\nContent-Type: application/json\r\n\
+              Content-Length: 2\r\nAuthorization: Bearer t\r\n\r\n[]"
         );
     }
 }
