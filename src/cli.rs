@@ -282,7 +282,7 @@ impl RunArgs {
     fn store_settings(&self) -> Result<StoreSettings, String> {
         if self.replica_timeout < Duration::from_secs(2) {
             return Err(
-                "--replica-timeout must be at least 2s (heartbeats come every 0.5s)".into(),
+                "--replica-timeout must be at least 2s (heartbeats come four times per timeout, at most every 0.5s)".into(),
             );
         }
         let address = self.db_address.clone().filter(|a| !a.trim().is_empty());
