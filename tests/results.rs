@@ -365,8 +365,13 @@ async fn database_killed_mid_burst_every_record_arrives_exactly_once() {
     ferret.kill();
     first.await.unwrap();
     burst(N / 2, N).await;
-    let (_, v) = s.get("/-/store").await;
-    assert_eq!(v["data"]["state"], "spooling", "{v}");
+    // The writer notices when a write fails: after its group-commit wait and the driver's
+    // timeout, not at once.
+    poll(T, || async {
+        let (_, v) = s.get("/-/store").await;
+        (v["data"]["state"] == "spooling").then_some(())
+    })
+    .await;
     let ferret = Ferret::start_on(data.path(), port);
     poll(Duration::from_secs(30), || async {
         let (_, v) = s.get("/-/store").await;
