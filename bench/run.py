@@ -410,8 +410,9 @@ def big_output(workdir, results):
 def sleepers(workdir, count, window, results):
     """`count` async runs of `sleep 20` at once: every submission answered, then the service's RSS
     and its own CPU time over `window` seconds while they all sleep (it should do nothing: no
-    thread and no timer per run), then how long a shutdown takes to end them all."""
-    svc = Service(workdir, "sleepers")
+    thread and no timer per run), then how long a shutdown takes to end them all (with
+    `--shutdown-timeout 0s`: the default lets runs go on for 30 s, and `stop` gives up after 10)."""
+    svc = Service(workdir, "sleepers", extra=["--shutdown-timeout", "0s"])
     try:
         started = time.monotonic()
         for _ in range(count):

@@ -46,12 +46,16 @@ pub struct Record {
     /// Start time, milliseconds since the Unix epoch.
     pub start_ms: i64,
     /// End time, milliseconds since the Unix epoch; null while it runs.
+    #[oai(nullable)]
     pub end_ms: Option<i64>,
     /// How long it ran, in milliseconds; null while it runs.
+    #[oai(nullable)]
     pub duration_ms: Option<i64>,
     /// Exit code of an external task that exited by itself.
+    #[oai(nullable)]
     pub exit_code: Option<i32>,
     /// The signal that ended an external task, if one did.
+    #[oai(nullable)]
     pub signal: Option<i32>,
     /// Last non-empty stdout line (a built-in task's result).
     pub stdout_last: String,

@@ -64,6 +64,9 @@ seed=()
 # Every operation is tested. POST /sync/tendb-ha/counter answers after `counter` seconds (up to a
 # day), so schemathesis_hooks.py brings large counters down to 2 seconds for that one operation;
 # the request timeout turns any other hang into a failure instead of a stuck CI.
+# GET /async/output-stream is left out: poem-openapi declares an event stream as an array of its
+# events, and schemathesis 4.32 checks each server-sent event against that array schema, so every
+# answer "violates" it. tests/security.rs reads that stream's events and checks their pages.
 status=0
 (cd "$tmp" && SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$here" \
     timeout 300 python3 -m schemathesis.cli run "http://$addr/openapi.json" \
@@ -72,6 +75,7 @@ status=0
     --request-timeout 20 \
     --generation-database none \
     --no-color \
+    --exclude-path /async/output-stream \
     "${seed[@]}") || status=$?
 
 if [[ $status -ne 0 ]]; then
