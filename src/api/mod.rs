@@ -16,21 +16,19 @@ mod refusal;
 mod rendered;
 mod results;
 mod task_ops;
+mod task_route;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use poem::http::StatusCode;
-use poem::web::{Data, Path};
-use poem::{handler, post, Body, EndpointExt, IntoEndpoint, Request, Response, Route};
+use poem::{post, EndpointExt, IntoEndpoint, Response, Route};
 use poem_openapi::param::Query;
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService};
 use uuid::Uuid;
 
-use crate::app::{self, App};
+use crate::app::App;
 use crate::config::Schedule;
 use crate::reload::{ConfigStatus, Trigger};
 use crate::sessions::{KillError, SessionInfo};
@@ -349,11 +347,11 @@ pub fn build(app: Arc<App>) -> impl poem::Endpoint {
     let route = Route::new()
         .at(
             "/sync/:cluster_type/:name",
-            post(task_route.data(Mode::Sync)),
+            post(task_route::task_route.data(task_route::Mode::Sync)),
         )
         .at(
             "/async/:cluster_type/:name",
-            post(task_route.data(Mode::Async)),
+            post(task_route::task_route.data(task_route::Mode::Async)),
         )
         .nest("/", api);
     let auth = crate::auth::Auth::new(app.settings.auth.clone(), app.settings.reload_debounce);
@@ -374,130 +372,4 @@ async fn error_envelope(err: poem::Error) -> Response {
         err.to_string()
     };
     envelope::respond(status, &ErrorEnvelope::new(msg))
-}
-
-/// Reads a whole request body of at most `max` bytes (`--max-body-bytes`).
-///
-/// Collected frame by frame under `http_body_util::Limited` rather than with poem's
-/// `into_bytes_limit`, which zeroes a 4 KiB read buffer that it keeps inside the handler's future,
-/// so every sync call used to zero and copy it (BENCHMARKS.md, step 15).
-async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, Response> {
-    let body: BoxBody<bytes::Bytes, std::io::Error> = body.into();
-    match Limited::new(body, max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(envelope::respond(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &ErrorEnvelope::new(format!(
-                "the body is larger than {max} bytes (--max-body-bytes)"
-            )),
-        )),
-        Err(e) => Err(envelope::respond(
-            StatusCode::BAD_REQUEST,
-            &ErrorEnvelope::new(format!("cannot read the body: {e}")),
-        )),
-    }
-}
-
-/// Looks the task up and checks the body; `Err` is the finished error answer.
-async fn prepare(
-    app: &App,
-    ct: &str,
-    name: &str,
-    body: Body,
-) -> Result<(Arc<crate::table::Task>, app::Input), Response> {
-    let table = app.routes.load();
-    let mut path = String::with_capacity(ct.len() + 1 + name.len());
-    path.push_str(ct);
-    path.push('/');
-    path.push_str(name);
-    let Some(task) = table.get(&path).cloned() else {
-        return Err(envelope::respond(
-            StatusCode::NOT_FOUND,
-            &ErrorEnvelope::new(format!("no task at {path} (GET /list shows every route)")),
-        ));
-    };
-    drop(table);
-    let bytes = read_body(body, app.settings.request_limits.max_body).await?;
-    let input = body::task_input(&task, &bytes)
-        .and_then(|input| match &input {
-            app::Input::Args(args) => app.settings.request_limits.check_args(args).map(|()| input),
-            app::Input::Builtin(..) => Ok(input),
-        })
-        .map_err(|e| envelope::respond(StatusCode::BAD_REQUEST, &ErrorEnvelope::new(e)))?;
-    Ok((task, input))
-}
-
-/// How a task route runs its task.
-#[derive(Clone, Copy)]
-enum Mode {
-    Sync,
-    Async,
-}
-
-/// `POST /sync/<ct>/<name>` and `POST /async/<ct>/<name>`: the task and its input, then the run.
-#[handler]
-async fn task_route(
-    Path((ct, name)): Path<(String, String)>,
-    body: Body,
-    Data(app): Data<&Arc<App>>,
-    Data(mode): Data<&Mode>,
-    req: &Request,
-) -> Response {
-    let (task, input) = match prepare(app, &ct, &name, body).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
-    match mode {
-        Mode::Sync => sync_task(app, task, input, req).await,
-        Mode::Async => async_task(app, task, input, req),
-    }
-}
-
-/// Runs the task and answers with its last stdout line.
-async fn sync_task(
-    app: &Arc<App>,
-    task: Arc<crate::table::Task>,
-    input: app::Input,
-    req: &Request,
-) -> Response {
-    let slot = match app.control.admit(&task) {
-        Ok(slot) => slot,
-        Err(refused) => return refusal::answer(&refused),
-    };
-    let client_gone = hangup::client_gone(req);
-    let r = app.run_sync(task, input, slot, client_gone).await;
-    // The run's log records are in its file before its answer is sent.
-    app.logs.flushed().await;
-    envelope::respond(StatusCode::OK, &Envelope::of(r.ok, r.data, r.msg))
-}
-
-/// Starts a session and answers with its id at once.
-fn async_task(
-    app: &Arc<App>,
-    task: Arc<crate::table::Task>,
-    input: app::Input,
-    req: &Request,
-) -> Response {
-    let max = app.settings.request_limits.max_sessions;
-    if app.sessions.len() >= max {
-        return envelope::respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &ErrorEnvelope::new(format!(
-                "the service holds {max} sessions (--max-sessions); finished ones are removed after --session-retention"
-            )),
-        );
-    }
-    let path = task.path.clone();
-    let start = || {
-        let slot = app.control.admit(&task)?;
-        Ok(app.start_async(task, input, slot))
-    };
-    let started = match req.header("idempotency-key") {
-        Some(key) => app.control.once(key, &path, start).map(|(id, _)| id),
-        None => start(),
-    };
-    match started {
-        Ok(id) => envelope::respond(StatusCode::OK, &Envelope::ok(id.to_string())),
-        Err(refused) => refusal::answer(&refused),
-    }
 }

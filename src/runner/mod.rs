@@ -12,6 +12,7 @@
 //! how a run ended is one [`RunResult`], from the process to the answer and the session.
 
 mod command;
+mod descendants;
 mod group;
 mod process;
 mod result;
