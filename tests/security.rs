@@ -494,18 +494,40 @@ async fn output_by_offset_while_printing_and_the_event_stream_to_its_end() {
         .text()
         .await
         .unwrap();
-    let pages: Vec<Value> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let pages = sse_pages(&text);
     assert!(pages.len() >= 2, "{text}");
-    assert_eq!(pages.last().unwrap()["done"], true, "{text}");
-    let n: usize = pages
-        .iter()
-        .map(|p| p["lines"].as_array().unwrap().len())
-        .sum();
-    assert_eq!(n, 12, "{text}");
+    assert_eq!(pages.last().unwrap().1["done"], true, "{text}");
+    let count = |pages: &[(String, Value)]| -> usize {
+        pages
+            .iter()
+            .map(|(_, p)| p["lines"].as_array().unwrap().len())
+            .sum()
+    };
+    assert_eq!(count(&pages), 12, "{text}");
+    // Each event's id is its page's next offset, so a reconnecting EventSource (which sends the
+    // last id it got as `Last-Event-ID`) resumes after that page, whatever `offset` says.
+    for (event_id, page) in &pages {
+        assert_eq!(event_id, &page["next_offset"].to_string(), "{text}");
+    }
+    let (first_id, first) = &pages[0];
+    let resumed = s
+        .http
+        .get(format!(
+            "{}/async/output-stream?session_id={id}&offset=0",
+            s.base
+        ))
+        .header("Last-Event-ID", first_id)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let resumed = sse_pages(&resumed);
+    let first_lines = first["lines"].as_array().unwrap().len();
+    assert!(first_lines > 0, "{text}");
+    assert_eq!(count(&resumed), 12 - first_lines, "{resumed:?}");
+    assert_eq!(resumed.last().unwrap().1["done"], true, "{resumed:?}");
 
     // Unknown session, and an offset past the end of the log.
     let (st, _) = s
@@ -520,4 +542,24 @@ async fn output_by_offset_while_printing_and_the_event_stream_to_its_end() {
         .await;
     assert_eq!(st, 410, "{v}");
     assert!(v["msg"].as_str().unwrap().contains("rotated"), "{v}");
+}
+
+/// The `(id, data)` of each event of a server-sent event stream.
+fn sse_pages(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter(|event| !event.trim().is_empty())
+        .map(|event| {
+            let field = |name: &str| {
+                event
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .unwrap_or_else(|| panic!("no `{name}` in event {event:?}"))
+                    .to_string()
+            };
+            (
+                field("id: "),
+                serde_json::from_str(&field("data: ")).unwrap(),
+            )
+        })
+        .collect()
 }

@@ -5,8 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{self, BoxStream, StreamExt};
-use poem_openapi::param::Query;
-use poem_openapi::payload::{EventStream, Json, PlainText};
+use poem::web::sse::Event;
+use poem::IntoResponse;
+use poem_openapi::param::{Header, Query};
+use poem_openapi::payload::{EventStream, Json, Payload, PlainText};
+use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
@@ -80,12 +83,15 @@ pub struct OutputPage {
     pub done: bool,
 }
 
-/// Answers of `/async/output`.
+/// Answers of `/async/output` (`P`: a page as JSON) and `/async/output-stream` (`P`: the pages
+/// as server-sent events).
 #[derive(ApiResponse)]
-pub enum OutputAnswer {
-    /// A page of output.
+pub enum OutputAnswer<P: Payload + IntoResponse> {
+    /// `/async/output`: a page of output. `/async/output-stream`: one `OutputPage` event per
+    /// batch of lines, each with its `next_offset` as the event id; the stream ends after the
+    /// page with `done`.
     #[oai(status = 200)]
-    Ok(Json<Envelope<OutputPage>>),
+    Ok(P),
     /// The session id is not a UUID.
     #[oai(status = 400)]
     BadRequest(Json<ErrorEnvelope>),
@@ -97,22 +103,8 @@ pub enum OutputAnswer {
     Gone(Json<ErrorEnvelope>),
 }
 
-/// Answers of `/async/output-stream`.
-#[derive(ApiResponse)]
-pub enum StreamAnswer {
-    /// One `OutputPage` event per batch of lines; the stream ends after the page with `done`.
-    #[oai(status = 200)]
-    Ok(EventStream<BoxStream<'static, OutputPage>>),
-    /// The session id is not a UUID.
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorEnvelope>),
-    /// No such session, or its task is no longer configured.
-    #[oai(status = 404)]
-    NotFound(Json<ErrorEnvelope>),
-    /// The log rotated past the offset.
-    #[oai(status = 410)]
-    Gone(Json<ErrorEnvelope>),
-}
+type PageAnswer = OutputAnswer<Json<Envelope<OutputPage>>>;
+type StreamAnswer = OutputAnswer<EventStream<BoxStream<'static, OutputPage>>>;
 
 /// Where a session's output is: its task's log file, and whether the session is known to be
 /// still running.
@@ -128,18 +120,12 @@ enum Refused {
     Gone(String),
 }
 
-impl Refused {
-    /// The answer built by the constructor of its status (400, 404 or 410).
-    fn answer<A>(
-        self,
-        bad: fn(Json<ErrorEnvelope>) -> A,
-        not_found: fn(Json<ErrorEnvelope>) -> A,
-        gone: fn(Json<ErrorEnvelope>) -> A,
-    ) -> A {
-        match self {
-            Self::Bad(m) => bad(Json(ErrorEnvelope::new(m))),
-            Self::NotFound(m) => not_found(Json(ErrorEnvelope::new(m))),
-            Self::Gone(m) => gone(Json(ErrorEnvelope::new(m))),
+impl<P: Payload + IntoResponse> From<Refused> for OutputAnswer<P> {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Bad(m) => Self::BadRequest(Json(ErrorEnvelope::new(m))),
+            Refused::NotFound(m) => Self::NotFound(Json(ErrorEnvelope::new(m))),
+            Refused::Gone(m) => Self::Gone(Json(ErrorEnvelope::new(m))),
         }
     }
 }
@@ -253,23 +239,19 @@ impl OpsApi {
         /// The task's path (`<cluster-type>/<name>`), needed only once the session is past its
         /// retention.
         task: Query<Option<String>>,
-    ) -> OutputAnswer {
-        let page = match self.source(&session_id.0, task.0.as_deref()) {
-            Ok(src) => self.page(&src, offset.0.unwrap_or(0)).await,
-            Err(e) => Err(e),
+    ) -> PageAnswer {
+        let src = match self.source(&session_id.0, task.0.as_deref()) {
+            Ok(src) => src,
+            Err(e) => return e.into(),
         };
-        match page {
+        match self.page(&src, offset.0.unwrap_or(0)).await {
             Ok(p) => OutputAnswer::Ok(Json(Envelope::ok(p))),
-            Err(e) => e.answer(
-                OutputAnswer::BadRequest,
-                OutputAnswer::NotFound,
-                OutputAnswer::Gone,
-            ),
+            Err(e) => e.into(),
         }
     }
 
     /// The same pages as server-sent events, as the run prints; the stream ends with the page
-    /// whose `done` is true.
+    /// whose `done` is true. A browser's `EventSource` that reconnects resumes where it stopped.
     #[oai(path = "/async/output-stream", method = "get")]
     async fn output_stream(
         &self,
@@ -279,21 +261,19 @@ impl OpsApi {
         offset: Query<Option<u64>>,
         /// The task's path, needed only once the session is past its retention.
         task: Query<Option<String>>,
+        /// Sent by a reconnecting `EventSource`: the id of the last event it got (that page's
+        /// `next_offset`); the stream resumes there, whatever `offset` says.
+        #[oai(name = "Last-Event-ID")]
+        last_event_id: Header<Option<u64>>,
     ) -> StreamAnswer {
         let src = match self.source(&session_id.0, task.0.as_deref()) {
             Ok(src) => src,
-            Err(e) => {
-                return e.answer(
-                    StreamAnswer::BadRequest,
-                    StreamAnswer::NotFound,
-                    StreamAnswer::Gone,
-                )
-            }
+            Err(e) => return e.into(),
         };
         let ops = Arc::new(OpsApi {
             app: self.app.clone(),
         });
-        let start = (ops, src, offset.0.unwrap_or(0), false);
+        let start = (ops, src, last_event_id.0.or(offset.0).unwrap_or(0), false);
         let pages = stream::unfold(start, |(ops, src, offset, finished)| async move {
             if finished {
                 return None;
@@ -309,6 +289,9 @@ impl OpsApi {
                 tokio::time::sleep(STREAM_POLL).await;
             }
         });
-        StreamAnswer::Ok(EventStream::new(pages.boxed()))
+        let events = EventStream::new(pages.boxed()).to_event(|page: OutputPage| {
+            Event::message(page.to_json_string()).id(page.next_offset.to_string())
+        });
+        OutputAnswer::Ok(events)
     }
 }
