@@ -110,72 +110,42 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         process: Process::default(),
         registry: Registry::default(),
     };
-    r.register(
-        "cs_runs_started",
-        "Runs started, by task",
-        m.runs_started.clone(),
-    );
-    r.register(
-        "cs_runs_ended",
-        "Runs ended, by task and outcome (ok, failed, killed, cancelled, shutdown, timed_out, replaced)",
-        m.runs_ended.clone(),
-    );
-    r.register(
-        "cs_run_duration_seconds",
-        "How long runs took, by task",
-        m.run_duration.clone(),
-    );
-    r.register("cs_runs_running", "Runs going now", m.runs_running.clone());
-    r.register(
-        "cs_sessions_held",
-        "Async sessions kept in memory (running and finished within retention)",
-        m.sessions_held.clone(),
-    );
-    r.register(
-        "cs_http_requests",
-        "HTTP requests answered, by route template, method and status",
-        m.http_requests.clone(),
-    );
-    r.register(
-        "cs_http_request_duration_seconds",
-        "Time to answer an HTTP request (to its headers), by route template",
-        m.http_duration.clone(),
-    );
-    r.register(
-        "cs_config_reloads",
-        "Task config reloads, by result (ok, unchanged, rejected)",
-        m.reloads.clone(),
-    );
-    r.register(
-        "cs_config_generation",
-        "Generation of the served task config (1 at startup, +1 per accepted reload)",
-        m.generation.clone(),
-    );
-    r.register(
-        "cs_auth_requests",
-        "Requests checked by authentication, by route template and outcome",
-        m.auth.clone(),
-    );
-    r.register(
-        "process_cpu_seconds",
-        "User and system CPU time of the service",
-        m.process.cpu.clone(),
-    );
-    r.register(
-        "process_resident_memory_bytes",
-        "Resident memory of the service",
-        m.process.resident.clone(),
-    );
-    r.register(
-        "process_virtual_memory_bytes",
-        "Virtual memory of the service",
-        m.process.virtual_bytes.clone(),
-    );
-    r.register(
-        "process_open_fds",
-        "Open file descriptors of the service",
-        m.process.open_fds.clone(),
-    );
+    // One entry per metric: its name, the field it is read from, and its help text.
+    macro_rules! register {
+        ($($name:literal, $($field:ident).+: $help:literal;)*) => {
+            $(r.register($name, $help, m.$($field).+.clone());)*
+        };
+    }
+    register! {
+        "cs_runs_started", runs_started:
+            "Runs started, by task";
+        "cs_runs_ended", runs_ended:
+            "Runs ended, by task and outcome (ok, failed, killed, cancelled, shutdown, timed_out, replaced)";
+        "cs_run_duration_seconds", run_duration:
+            "How long runs took, by task";
+        "cs_runs_running", runs_running:
+            "Runs going now";
+        "cs_sessions_held", sessions_held:
+            "Async sessions kept in memory (running and finished within retention)";
+        "cs_http_requests", http_requests:
+            "HTTP requests answered, by route template, method and status";
+        "cs_http_request_duration_seconds", http_duration:
+            "Time to answer an HTTP request (to its headers), by route template";
+        "cs_config_reloads", reloads:
+            "Task config reloads, by result (ok, unchanged, rejected)";
+        "cs_config_generation", generation:
+            "Generation of the served task config (1 at startup, +1 per accepted reload)";
+        "cs_auth_requests", auth:
+            "Requests checked by authentication, by route template and outcome";
+        "process_cpu_seconds", process.cpu:
+            "User and system CPU time of the service";
+        "process_resident_memory_bytes", process.resident:
+            "Resident memory of the service";
+        "process_virtual_memory_bytes", process.virtual_bytes:
+            "Virtual memory of the service";
+        "process_open_fds", process.open_fds:
+            "Open file descriptors of the service";
+    }
     Metrics { registry: r, ..m }
 });
 

@@ -188,18 +188,8 @@ impl Reloader {
 
 /// Logs a successful swap with what it changed.
 fn log_swap(old: &RouteTable, new: &RouteTable, trigger: Trigger) {
-    let added: Vec<&str> = new
-        .tasks
-        .keys()
-        .filter(|p| !old.tasks.contains_key(*p))
-        .map(String::as_str)
-        .collect();
-    let removed: Vec<&str> = old
-        .tasks
-        .keys()
-        .filter(|p| !new.tasks.contains_key(*p))
-        .map(String::as_str)
-        .collect();
+    let added = only_in(new, old);
+    let removed = only_in(old, new);
     let changed: Vec<&str> = new
         .tasks
         .iter()
@@ -217,6 +207,15 @@ fn log_swap(old: &RouteTable, new: &RouteTable, trigger: Trigger) {
         "config reloaded: generation {}",
         new.generation
     );
+}
+
+/// The task paths of `a` that `b` does not have.
+fn only_in<'a>(a: &'a RouteTable, b: &RouteTable) -> Vec<&'a str> {
+    a.tasks
+        .keys()
+        .filter(|p| !b.tasks.contains_key(*p))
+        .map(String::as_str)
+        .collect()
 }
 
 fn same_definition(a: &Task, b: &Task) -> bool {

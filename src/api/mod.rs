@@ -25,6 +25,7 @@ use poem::http::StatusCode;
 use poem::{post, EndpointExt, IntoEndpoint, Response, Route};
 use poem_openapi::param::Query;
 use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::types::{ParseFromJSON, ToJSON};
 use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService};
 use uuid::Uuid;
 
@@ -108,14 +109,15 @@ pub struct SessionRef {
     pub session_id: String,
 }
 
-/// Answers of `/async/query`.
+/// Answers of `/async/query` (`T`: a list of sessions) and `/async/kill` (`T`: one session).
 #[derive(ApiResponse)]
-#[oai(bad_request_handler = "QueryAnswer::bad_body")]
-pub enum QueryAnswer {
-    /// The session (a one-element list), or every session newest first.
+#[oai(bad_request_handler = "SessionAnswer::bad_body")]
+pub enum SessionAnswer<T: ParseFromJSON + ToJSON> {
+    /// `/async/query`: the session (a one-element list), or every session newest first.
+    /// `/async/kill`: the session has been killed (or had already ended); its final state.
     #[oai(status = 200)]
-    Ok(Json<Envelope<Vec<SessionInfo>>>),
-    /// The body is not JSON or not a query, or the session id is not a UUID.
+    Ok(Json<Envelope<T>>),
+    /// The body is not JSON or not what the operation reads, or the session id is not a UUID.
     #[oai(status = 400)]
     BadRequest(Json<ErrorEnvelope>),
     /// No such session (never existed, or cleaned after its retention).
@@ -126,37 +128,16 @@ pub enum QueryAnswer {
     Unavailable(Json<ErrorEnvelope>),
 }
 
-/// Answers of `/async/kill`.
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "KillAnswer::bad_body")]
-pub enum KillAnswer {
-    /// The session has been killed (or had already ended); its final state.
-    #[oai(status = 200)]
-    Ok(Json<Envelope<SessionInfo>>),
-    /// The body is not JSON, has no `session_id`, or it is not a UUID.
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorEnvelope>),
-    /// No such session.
-    #[oai(status = 404)]
-    NotFound(Json<ErrorEnvelope>),
-    /// The session is not in memory and the result store cannot be read now.
-    #[oai(status = 503)]
-    Unavailable(Json<ErrorEnvelope>),
-}
-
 // A body that does not parse is answered by the operation's own documented 400 variant, so the
-// document and the answer cannot drift apart (poem-openapi calls these instead of failing).
-impl QueryAnswer {
+// document and the answer cannot drift apart (poem-openapi calls this instead of failing).
+impl<T: ParseFromJSON + ToJSON> SessionAnswer<T> {
     fn bad_body(err: poem::Error) -> Self {
         Self::BadRequest(Json(ErrorEnvelope::new(err.to_string())))
     }
 }
 
-impl KillAnswer {
-    fn bad_body(err: poem::Error) -> Self {
-        Self::BadRequest(Json(ErrorEnvelope::new(err.to_string())))
-    }
-}
+type QueryAnswer = SessionAnswer<Vec<SessionInfo>>;
+type KillAnswer = SessionAnswer<SessionInfo>;
 
 /// Answers of `POST /-/reload`.
 #[derive(ApiResponse)]

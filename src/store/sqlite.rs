@@ -111,13 +111,14 @@ impl Sqlite {
 
     /// One record.
     pub fn get(&self, session_id: &str) -> Result<Option<Record>, StoreError> {
+        self.one("SELECT doc FROM results WHERE session_id = ?1", session_id)
+    }
+
+    /// The record in the `doc` column of the row `sql` selects for `session_id`, if any.
+    fn one(&self, sql: &str, session_id: &str) -> Result<Option<Record>, StoreError> {
         let conn = lock(&self.conn);
         let doc: Option<String> = conn
-            .query_row(
-                "SELECT doc FROM results WHERE session_id = ?1",
-                [session_id],
-                |row| row.get(0),
-            )
+            .query_row(sql, [session_id], |row| row.get(0))
             .optional()
             .map_err(db)?;
         doc.as_deref().map(parse).transpose()
@@ -268,15 +269,9 @@ impl Sqlite {
 
     /// The newest spooled record of a session.
     pub fn spooled_get(&self, session_id: &str) -> Result<Option<Record>, StoreError> {
-        let conn = lock(&self.conn);
-        let doc: Option<String> = conn
-            .query_row(
-                "SELECT doc FROM spool WHERE session_id = ?1 ORDER BY seq DESC LIMIT 1",
-                [session_id],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(db)?;
-        doc.as_deref().map(parse).transpose()
+        self.one(
+            "SELECT doc FROM spool WHERE session_id = ?1 ORDER BY seq DESC LIMIT 1",
+            session_id,
+        )
     }
 }
