@@ -3,8 +3,8 @@
 
     python3 bench/ab.py BINARY                 # BINARY against the floor
     python3 bench/ab.py OLD NEW                # NEW against OLD
-    python3 bench/ab.py OLD NEW --b-args "--workers 2" --task echo-bin --concurrency 64 --pairs 40
-    python3 bench/ab.py BIN BIN --b-args "--auth-token t" --header "Authorization: Bearer t"
+    python3 bench/ab.py OLD NEW --b-args="--workers 2" --task echo-bin --concurrency 64 --pairs 40
+    python3 bench/ab.py BIN BIN --b-args="--auth-token t" --header "Authorization: Bearer t"
 
 Each pair runs both sides back to back for `--seconds` (the order alternates between pairs) and
 takes the ratio of their calls per second; the median and quartiles of those ratios are printed,
@@ -30,8 +30,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("a", help="a celery-service binary")
     ap.add_argument("b", nargs="?", help="a second binary; without it A is compared with the floor")
-    ap.add_argument("--a-args", default="", help="extra `run` flags for A")
-    ap.add_argument("--b-args", default="", help="extra `run` flags for B")
+    ap.add_argument("--a-args", default="",
+                    help="extra `run` flags for A; write --a-args=\"--flag value\" (with `=`: a value "
+                         "that starts with -- is otherwise taken for an option of ab.py)")
+    ap.add_argument("--b-args", default="", help="extra `run` flags for B; the same form")
     ap.add_argument("--header", action="append", default=[],
                     help="a `Name: value` header on every request to both sides (e.g. the bearer "
                          "token of a side started with --auth-token); repeatable")
