@@ -485,15 +485,7 @@ async fn output_by_offset_while_printing_and_the_event_stream_to_its_end() {
     // The event stream of a new run ends when the run ends, with every line.
     let (_, v) = s.post("/async/tendb-cluster/ticker", None).await;
     let id = v["data"].as_str().unwrap().to_string();
-    let text = s
-        .http
-        .get(format!("{}/async/output-stream?session_id={id}", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = event_stream(&s, &id, None).await;
     let pages = sse_pages(&text);
     assert!(pages.len() >= 2, "{text}");
     assert_eq!(pages.last().unwrap().1["done"], true, "{text}");
@@ -510,20 +502,7 @@ async fn output_by_offset_while_printing_and_the_event_stream_to_its_end() {
         assert_eq!(event_id, &page["next_offset"].to_string(), "{text}");
     }
     let (first_id, first) = &pages[0];
-    let resumed = s
-        .http
-        .get(format!(
-            "{}/async/output-stream?session_id={id}&offset=0",
-            s.base
-        ))
-        .header("Last-Event-ID", first_id)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let resumed = sse_pages(&resumed);
+    let resumed = sse_pages(&event_stream(&s, &id, Some(first_id)).await);
     let first_lines = first["lines"].as_array().unwrap().len();
     assert!(first_lines > 0, "{text}");
     assert_eq!(count(&resumed), 12 - first_lines, "{resumed:?}");
@@ -542,6 +521,19 @@ async fn output_by_offset_while_printing_and_the_event_stream_to_its_end() {
         .await;
     assert_eq!(st, 410, "{v}");
     assert!(v["msg"].as_str().unwrap().contains("rotated"), "{v}");
+}
+
+/// The whole event stream of session `id` from offset 0, or from `last_event_id` as a
+/// reconnecting `EventSource` asks.
+async fn event_stream(s: &Server, id: &str, last_event_id: Option<&str>) -> String {
+    let mut req = s.http.get(format!(
+        "{}/async/output-stream?session_id={id}&offset=0",
+        s.base
+    ));
+    if let Some(last) = last_event_id {
+        req = req.header("Last-Event-ID", last);
+    }
+    req.send().await.unwrap().text().await.unwrap()
 }
 
 /// The `(id, data)` of each event of a server-sent event stream.
