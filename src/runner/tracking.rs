@@ -290,27 +290,34 @@ impl RunProcs {
     }
 
     /// Moves the run's just-started leader into the run's cgroup (cgroup mechanism), with
-    /// whatever it forked before the move: its children are read after it is in, when anything
-    /// it forks lands in the cgroup by itself, and moved in with theirs. What is still missed:
-    /// a process forked, orphaned and its parent reaped, all in the moment between the start
-    /// and the move; such a process keeps the run's process group unless it left it too.
+    /// whatever it forked before the move. Anything forked after a process is moved lands in
+    /// the cgroup by itself, so what is left is what was forked in the moment between the start
+    /// and the move: the children of each moved process, read once it is in; and the processes
+    /// orphaned meanwhile (their parent exited before its children were read: a double fork,
+    /// `setsid … &` in a subshell, or a leader that was already done), which the kernel gives to
+    /// the service (a subreaper) and whose environment carries the run's marker. The orphans
+    /// are read after each walk, until a read finds none left outside: a parent that exits
+    /// while it is walked hands its children to the service before that read.
     pub fn adopt(&self, leader: i32) -> io::Result<()> {
         let Some(cgroup) = self.cgroup() else {
             return Ok(());
         };
-        cgroup.move_in(leader)?;
-        let mut stack = vec![leader];
-        // Orphaned by then (a double fork, `setsid … &` in a subshell), such a process is the
-        // service's child (a subreaper), and the run's marker in its environment says whose.
         let finder = memchr::memmem::Finder::new(&self.needle);
-        stack.extend(orphans().into_iter().filter(|&pid| {
-            !is_leader(pid)
-                && fs::read(format!("/proc/{pid}/environ"))
-                    .is_ok_and(|env| marker(&env, &finder) == Some(true))
-        }));
-        while let Some(pid) = stack.pop() {
-            cgroup.move_in(pid)?;
-            stack.extend(children(pid));
+        let mut moved = HashSet::new();
+        let mut stack = vec![leader];
+        while !stack.is_empty() {
+            while let Some(pid) = stack.pop() {
+                if moved.insert(pid) {
+                    cgroup.move_in(pid)?;
+                    stack.extend(children(pid));
+                }
+            }
+            stack.extend(orphans().into_iter().filter(|&pid| {
+                !moved.contains(&pid)
+                    && !is_leader(pid)
+                    && fs::read(format!("/proc/{pid}/environ"))
+                        .is_ok_and(|env| marker(&env, &finder) == Some(true))
+            }));
         }
         Ok(())
     }
