@@ -9,9 +9,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::Settings;
-use crate::control::Limits;
 use crate::runner::tracking::TrackingChoice;
 use crate::store::{Secret, StoreSettings};
+use crate::supervisor::Limits;
 
 /// Serves legacy scheduled scripts and built-in Rust tasks as HTTP endpoints for Celery beat.
 #[derive(Debug, Parser)]

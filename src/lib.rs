@@ -6,14 +6,14 @@
 //! - [`config`]: the external task YAML, validated with every error reported at once.
 //! - [`table`]: the route table built from a config plus the built-in tasks, swapped atomically.
 //! - [`runner`]: argv building and child processes (the only module with pids and signals).
-//! - [`sessions`]: async sessions, kill and retention.
+//! - [`supervisor`]: the one owner of a run's life: admission, the registry of live runs,
+//!   start, stop, finish, and the run events that the log, metrics, store and sessions observe.
+//! - [`sessions`]: what a poller sees of a session, and the retention of ended ones.
 //! - [`tasks`]: tasks written in Rust and their registry.
 //! - [`store`]: every run's result record: embedded SQLite or MongoDB, spool, replicas.
 //! - [`logs`]: per-task and service log files with size rotation.
 //! - [`reload`]: the one reload path (file change, SIGHUP, `POST /-/reload`) and its status.
-//! - [`control`]: run control: overlap policy, `--max-running`, idempotency keys, timeouts and
-//!   draining at shutdown.
-//! - [`app`]: the shared state and the operations the HTTP layer calls.
+//! - [`app`]: the service's parts and how startup puts them together.
 //! - [`api`]: HTTP endpoints and the `{code, data, msg}` envelope.
 //! - [`auth`]: bearer tokens and which route needs which.
 //! - [`limits`]: request and resource limits.
@@ -32,7 +32,6 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod control;
 pub mod health;
 pub mod limits;
 pub mod logs;
@@ -43,6 +42,7 @@ pub mod server;
 pub mod sessions;
 pub mod settings;
 pub mod store;
+pub mod supervisor;
 pub mod table;
 pub mod tasks;
 

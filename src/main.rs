@@ -119,7 +119,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         drop(table);
         tracing::info!(
             "process tracking: {}",
-            app.control.config().process_tracking_detail
+            app.runs.config().process_tracking_detail
         );
         serve(app.clone(), listener, shutdown_then_hurry(app.clone())).await?;
         hangups.abort();
@@ -151,7 +151,7 @@ async fn shutdown_then_hurry(app: Arc<App>) {
     shutdown_signal().await;
     tokio::spawn(async move {
         shutdown_signal().await;
-        app.control.hurry();
+        app.runs.hurry();
     });
 }
 

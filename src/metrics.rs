@@ -74,6 +74,7 @@ struct Metrics {
     runs_ended: Family<EndLabel, Counter>,
     run_duration: Histograms<TaskLabel>,
     runs_running: Gauge,
+    run_events_dropped: Counter,
     sessions_held: Gauge,
     http_requests: Family<HttpLabel, Counter>,
     http_duration: Histograms<RouteLabel>,
@@ -101,6 +102,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         runs_ended: Family::default(),
         run_duration: Family::new_with_constructor(run_buckets),
         runs_running: Gauge::default(),
+        run_events_dropped: Counter::default(),
         sessions_held: Gauge::default(),
         http_requests: Family::default(),
         http_duration: Family::new_with_constructor(http_buckets),
@@ -125,6 +127,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "How long runs took, by task";
         "cs_runs_running", runs_running:
             "Runs going now";
+        "cs_run_events_dropped", run_events_dropped:
+            "Run events a live view lost because it fell behind";
         "cs_sessions_held", sessions_held:
             "Async sessions kept in memory (running and finished within retention)";
         "cs_http_requests", http_requests:
@@ -171,6 +175,11 @@ pub fn run_ended(task: &str, outcome: &str, took: Duration) {
         .get_or_create(&TaskLabel { task: task.into() })
         .observe(took.as_secs_f64());
     m.runs_running.dec();
+}
+
+/// A live view of run events fell behind and lost `n` of them.
+pub fn run_events_dropped(n: u64) {
+    METRICS.run_events_dropped.inc_by(n);
 }
 
 /// A config reload ended with `result`: `ok`, `unchanged` or `rejected`.

@@ -56,7 +56,7 @@ pub struct ConfigStatus {
     pub last_error: Option<ReloadFailure>,
     /// Run control settings (`GET /-/config` only): process tracking, timeouts, limits.
     #[oai(skip_serializing_if_is_none)]
-    pub run_control: Option<Box<crate::control::RunControlConfig>>,
+    pub run_control: Option<Box<crate::supervisor::RunControlConfig>>,
 }
 
 /// A rejected reload.

@@ -59,10 +59,10 @@ pub async fn serve(
     let sweeper = {
         let app = app.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(app.sessions.sweep_interval());
+            let mut tick = tokio::time::interval(app.runs.sweep_interval());
             loop {
                 tick.tick().await;
-                let removed = app.sessions.sweep();
+                let removed = app.runs.sweep_sessions();
                 if removed > 0 {
                     tracing::debug!(removed, "cleaned finished sessions past their retention");
                 }
@@ -74,7 +74,7 @@ pub async fn serve(
     // the accept loop goes on until they are done or have been asked to stop.
     let shutdown = async {
         shutdown.await;
-        app.control.drain().await;
+        app.runs.drain().await;
     };
     tokio::pin!(shutdown);
     let mut next_id = 0u64;
@@ -121,16 +121,7 @@ pub async fn serve(
         connections.wait().await;
     }
     sweeper.abort();
-    app.sessions.cancel_all();
-    app.tracker.close();
-    let limit = app.settings.kill_grace + Duration::from_secs(5);
-    if tokio::time::timeout(limit, app.tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some runs were still ending when the service stopped");
-    }
-    app.logs.flushed().await;
+    app.runs.end_all().await;
     Ok(())
 }
 

@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::control::Limits;
 use crate::logs::Rotation;
 use crate::runner::tracking::TrackingChoice;
 use crate::store::StoreSettings;
+use crate::supervisor::Limits;
 use crate::table::StartError;
 
 /// Validated settings of `celery-service run`.

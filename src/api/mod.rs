@@ -19,7 +19,6 @@ mod task_ops;
 mod task_route;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use poem::http::StatusCode;
 use poem::{post, EndpointExt, IntoEndpoint, Response, Route};
@@ -32,15 +31,13 @@ use uuid::Uuid;
 use crate::app::App;
 use crate::config::Schedule;
 use crate::reload::{ConfigStatus, Trigger};
-use crate::sessions::{KillError, SessionInfo};
+use crate::sessions::SessionInfo;
 use crate::store::StoreStatus;
+use crate::supervisor::KillError;
 use results::ResultsAnswer;
 
 pub use body::LenientJson;
 pub use envelope::{respond as envelope_response, Envelope, ErrorEnvelope};
-
-/// How long `/async/kill` waits for the killed session to end before answering.
-const KILL_WAIT_EXTRA: Duration = Duration::from_secs(5);
 
 /// One route of `/list`.
 #[derive(Debug, Clone, Object)]
@@ -203,13 +200,13 @@ impl Api {
     #[oai(path = "/async/query", method = "post")]
     async fn query(&self, body: LenientJson<Option<SessionQuery>>) -> QueryAnswer {
         let Some(raw) = body.0.and_then(|q| q.session_id) else {
-            return QueryAnswer::Ok(Json(Envelope::ok(self.app.sessions.all())));
+            return QueryAnswer::Ok(Json(Envelope::ok(self.app.runs.sessions())));
         };
         let id = match parse_session_id(&raw) {
             Ok(id) => id,
             Err(e) => return QueryAnswer::BadRequest(Json(ErrorEnvelope::new(e))),
         };
-        let session = self.app.sessions.get(id);
+        let session = self.app.runs.session(id);
         // A session seen as done has its log records in its file.
         self.app.logs.flushed().await;
         if let Some(s) = session {
@@ -235,9 +232,8 @@ impl Api {
             Ok(id) => id,
             Err(e) => return KillAnswer::BadRequest(Json(ErrorEnvelope::new(e))),
         };
-        let wait = self.app.settings.kill_grace + KILL_WAIT_EXTRA;
-        let killed = self.app.sessions.kill(id, wait).await;
-        self.app.logs.flushed().await;
+        let killed = self.app.runs.kill(id).await;
+        let wait = self.app.runs.deadlines().stopped_within();
         match killed {
             Ok(s) => KillAnswer::Ok(Json(Envelope::ok(s))),
             // Not here: its owner (another replica) is asked through the result store.
@@ -290,7 +286,7 @@ impl Api {
     #[oai(path = "/-/config", method = "get")]
     async fn config_status(&self) -> Json<Envelope<ConfigStatus>> {
         let mut status = self.app.reloader.status();
-        status.run_control = Some(Box::new(self.app.control.config()));
+        status.run_control = Some(Box::new(self.app.runs.config()));
         Json(Envelope::ok(status))
     }
 

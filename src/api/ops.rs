@@ -133,7 +133,7 @@ impl<P: Payload + IntoResponse> From<Refused> for OutputAnswer<P> {
 impl OpsApi {
     fn source(&self, session_id: &str, task: Option<&str>) -> Result<Source, Refused> {
         let session = super::parse_session_id(session_id).map_err(Refused::Bad)?;
-        let path = match self.app.sessions.get(session) {
+        let path = match self.app.runs.session(session) {
             Some(s) => s.task,
             None => task.map(String::from).ok_or_else(|| {
                 Refused::NotFound(format!(
@@ -155,7 +155,7 @@ impl OpsApi {
 
     /// Whether the session has ended (a session no longer held ended long ago).
     fn ended(&self, session: Uuid) -> bool {
-        self.app.sessions.get(session).is_none_or(|s| s.done)
+        self.app.runs.session(session).is_none_or(|s| s.done)
     }
 
     async fn page(&self, src: &Source, offset: u64) -> Result<OutputPage, Refused> {
@@ -221,7 +221,7 @@ impl OpsApi {
     #[oai(path = "/metrics", method = "get")]
     async fn metrics(&self) -> MetricsAnswer {
         let now = crate::metrics::Snapshot {
-            sessions: self.app.sessions.len(),
+            sessions: self.app.runs.session_count(),
             generation: self.app.routes.load().generation,
         };
         MetricsAnswer::Ok(PlainText(crate::metrics::render(now)))

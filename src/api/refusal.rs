@@ -7,7 +7,7 @@ use poem_openapi::types::Type;
 use serde_json::{json, Value};
 
 use super::envelope::{respond, ErrorEnvelope};
-use crate::control::Refusal;
+use crate::supervisor::Refusal;
 
 /// What a client is asked to wait before calling again after a 429 or 503, in seconds.
 const RETRY_AFTER_SECS: u32 = 1;
@@ -28,7 +28,7 @@ fn status(refusal: &Refusal) -> StatusCode {
         Refusal::Busy { .. } => StatusCode::CONFLICT,
         Refusal::KeyOfOtherTask { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         Refusal::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
-        Refusal::Draining => StatusCode::SERVICE_UNAVAILABLE,
+        Refusal::Draining | Refusal::TooManySessions(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

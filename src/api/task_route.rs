@@ -96,15 +96,14 @@ async fn sync_task(
     input: app::Input,
     req: &Request,
 ) -> Response {
-    let slot = match app.control.admit(&task) {
-        Ok(slot) => slot,
-        Err(refused) => return refusal::answer(&refused),
-    };
     let client_gone = hangup::client_gone(req);
-    let r = app.run_sync(task, input, slot, client_gone).await;
-    // The run's log records are in its file before its answer is sent.
-    app.logs.flushed().await;
-    envelope::respond(StatusCode::OK, &Envelope::of(r.ok, r.data, r.msg))
+    match app.runs.run_sync(task, input, client_gone).await {
+        Ok(r) => envelope::respond(
+            StatusCode::OK,
+            &Envelope::of(r.ok, r.data.clone(), r.msg.clone()),
+        ),
+        Err(refused) => refusal::answer(&refused),
+    }
 }
 
 /// Starts a session and answers with its id at once.
@@ -114,25 +113,10 @@ fn async_task(
     input: app::Input,
     req: &Request,
 ) -> Response {
-    let max = app.settings.request_limits.max_sessions;
-    if app.sessions.len() >= max {
-        return envelope::respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &ErrorEnvelope::new(format!(
-                "the service holds {max} sessions (--max-sessions); finished ones are removed after --session-retention"
-            )),
-        );
-    }
-    let path = task.path.clone();
-    let start = || {
-        let slot = app.control.admit(&task)?;
-        Ok(app.start_async(task, input, slot))
-    };
-    let started = match req.header("idempotency-key") {
-        Some(key) => app.control.once(key, &path, start).map(|(id, _)| id),
-        None => start(),
-    };
-    match started {
+    match app
+        .runs
+        .start_async(task, input, req.header("idempotency-key"))
+    {
         Ok(id) => envelope::respond(StatusCode::OK, &Envelope::ok(id.to_string())),
         Err(refused) => refusal::answer(&refused),
     }

@@ -9,7 +9,7 @@
 //!
 //! Children are started by `command` (tokio's process API wrapped by `process-wrap`), run and
 //! read by `process`, and ended by `group::end_run`, the one way a run is stopped before its time;
-//! how a run ended is one [`RunResult`], from the process to the answer and the session.
+//! how the program ended is one [`Ending`], made into the run's [`RunResult`] by the supervisor.
 
 mod command;
 mod descendants;
@@ -23,7 +23,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 pub use process::{run, LineSink, Progress, RunEnv};
-pub use result::RunResult;
+pub use result::{Ending, How, RunResult};
 pub use stop::{Stop, StopReason};
 
 use crate::config::{ExternalTask, Language};

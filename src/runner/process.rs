@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::command;
 use super::group::{end_run, Group, Leader};
 use super::tracking::Tracking;
-use super::{RunResult, Stop, StopReason};
+use super::{Ending, How, Stop};
 use crate::logs::{Lines, Stream, TaskLog};
 
 /// A line longer than this is logged in pieces and only its tail piece is kept as "last line", so
@@ -78,10 +78,10 @@ enum Next {
 /// The run is over when the program has exited and both pipes are closed (or have stayed open
 /// [`PIPE_DRAIN_LIMIT`] past the exit). Cancelled, it is over once [`end_run`] has ended its
 /// whole process group, and the pipes are closed or drained likewise.
-pub async fn run(program: &OsStr, args: &[OsString], env: RunEnv<'_>) -> RunResult {
+pub async fn run(program: &OsStr, args: &[OsString], env: RunEnv<'_>) -> Ending {
     let fail = |text: String| {
         env.log.event(env.session, &text);
-        RunResult::failure(String::new(), text)
+        Ending::not_started(text)
     };
     let procs = match env.tracking.map(|t| t.start_run(env.session)).transpose() {
         Ok(procs) => procs,
@@ -200,12 +200,12 @@ pub async fn run(program: &OsStr, args: &[OsString], env: RunEnv<'_>) -> RunResu
         // Not reached: the loop ends only with the leader reaped, or past the drain limit after it.
         None => Err("the process was not waited for".to_string()),
     };
-    RunResult::of_process(
-        String::from_utf8_lossy(&out_last).into_owned(),
-        String::from_utf8_lossy(&err_last).into_owned(),
-        exit,
-        cancelled.then(|| env.cancel.reason().cloned().unwrap_or(StopReason::Killed)),
-    )
+    Ending {
+        stdout_last: String::from_utf8_lossy(&out_last).into_owned(),
+        stderr_last: String::from_utf8_lossy(&err_last).into_owned(),
+        how: How::Exited(exit),
+        stopped: cancelled,
+    }
 }
 
 /// The leader's own wait (tokio's), not process-wrap's group wait: that one also reaps every

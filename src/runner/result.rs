@@ -1,5 +1,7 @@
-//! The result of one run, the one type that goes from the end of a run (an external task's
-//! process, or a built-in task) to the HTTP answer and to the session.
+//! How a run ends: what its work reports ([`Ending`]) and the one result made from it
+//! ([`RunResult`]), with every failure text a run can end with, for external programs and
+//! built-in tasks alike. The result goes from here to the HTTP answer, the session and the
+//! record unchanged.
 
 use std::process::ExitStatus;
 
@@ -26,7 +28,89 @@ pub struct RunResult {
     pub signal: Option<i32>,
 }
 
+/// What a run's work reports when it is over, before it becomes a [`RunResult`].
+#[derive(Debug)]
+pub struct Ending {
+    /// The last non-empty stdout line of an external program.
+    pub stdout_last: String,
+    /// Its last non-empty stderr line.
+    pub stderr_last: String,
+    /// How the work ended.
+    pub how: How,
+    /// Whether the work saw the stop request and ended because of it.
+    pub stopped: bool,
+}
+
+/// How a run's work ended.
+#[derive(Debug)]
+pub enum How {
+    /// The work could not start; the text says why.
+    NotStarted(String),
+    /// An external program's leader ended (`Err`: it could not be waited for).
+    Exited(Result<ExitStatus, String>),
+    /// A built-in task returned its result or its failure text.
+    Returned(Result<String, String>),
+    /// A built-in task did not end within the grace after it was asked to stop.
+    Abandoned,
+}
+
+impl Ending {
+    /// Work that could not start.
+    pub fn not_started(why: String) -> Self {
+        Self::of(How::NotStarted(why), false)
+    }
+
+    /// A built-in task that returned; `stopped` when it returned after being asked to stop.
+    pub fn returned(result: Result<String, String>, stopped: bool) -> Self {
+        Self::of(How::Returned(result), stopped)
+    }
+
+    /// A built-in task given up on after its grace.
+    pub fn abandoned() -> Self {
+        Self::of(How::Abandoned, true)
+    }
+
+    fn of(how: How, stopped: bool) -> Self {
+        Self {
+            stdout_last: String::new(),
+            stderr_last: String::new(),
+            how,
+            stopped,
+        }
+    }
+}
+
 impl RunResult {
+    /// The one result of a run whose work reported `ending`; `reason` is why the run was asked
+    /// to stop, if it was.
+    pub fn finish(ending: Ending, reason: Option<&StopReason>) -> Self {
+        let stopped = || reason.cloned().unwrap_or(StopReason::Killed);
+        match ending.how {
+            How::NotStarted(why) => Self::failure(String::new(), why),
+            How::Exited(exit) => Self::of_process(
+                ending.stdout_last,
+                ending.stderr_last,
+                exit,
+                ending.stopped.then(stopped),
+            ),
+            How::Returned(Ok(data)) if !ending.stopped => Self::success(data, String::new()),
+            // Failed after a stop (noticed by the task or by the service): the reason first.
+            How::Returned(Err(msg)) if ending.stopped || reason.is_some() => {
+                let reason = stopped();
+                let mut r = Self::failure(String::new(), format!("{reason}: {msg}"));
+                r.stopped = Some(reason);
+                r
+            }
+            How::Returned(Err(msg)) => Self::failure(String::new(), msg),
+            How::Returned(Ok(_)) | How::Abandoned => {
+                let reason = stopped();
+                let mut r = Self::failure(String::new(), reason.to_string());
+                r.stopped = Some(reason);
+                r
+            }
+        }
+    }
+
     /// A successful run.
     pub fn success(data: String, msg: String) -> Self {
         Self::ended(true, data, msg)
@@ -70,7 +154,7 @@ impl RunResult {
 
     /// The result of an external task from its last output lines and how its leader ended
     /// (`Err`: it could not be waited for); `stopped` when the run was ended early, and why.
-    pub(super) fn of_process(
+    fn of_process(
         stdout_last: String,
         stderr_last: String,
         exit: Result<ExitStatus, String>,
@@ -148,6 +232,31 @@ mod tests {
         assert_eq!(cancelled.exit_code, Some(143));
         let lost = RunResult::of_process(String::new(), String::new(), Err("x".into()), None);
         assert_eq!(lost.msg, "cannot wait for the process: x");
+    }
+
+    #[test]
+    fn builtin_endings_read_as_the_answer_table() {
+        let done = RunResult::finish(Ending::returned(Ok("x".into()), false), None);
+        assert_eq!(
+            (done.ok, done.data.as_str(), done.msg.as_str()),
+            (true, "x", "")
+        );
+        let failed = RunResult::finish(Ending::returned(Err("bad".into()), false), None);
+        assert_eq!((failed.ok, failed.msg.as_str()), (false, "bad"));
+        assert_eq!(failed.outcome(), "failed");
+        let killed = RunResult::finish(
+            Ending::returned(Err("canceled".into()), true),
+            Some(&StopReason::Killed),
+        );
+        assert_eq!(killed.msg, "killed on request: canceled");
+        assert_eq!(killed.outcome(), "killed");
+        let abandoned = RunResult::finish(Ending::abandoned(), Some(&StopReason::Shutdown));
+        assert_eq!(abandoned.msg, "stopped: the service shut down");
+        let not_started = RunResult::finish(Ending::not_started("cannot start `x`".into()), None);
+        assert_eq!(
+            (not_started.ok, not_started.msg.as_str()),
+            (false, "cannot start `x`")
+        );
     }
 
     #[test]
