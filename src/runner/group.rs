@@ -94,8 +94,18 @@ impl Group {
 
     /// How many processes of the group still run. Zombies do not count: they run nothing, and
     /// one whose parent has died may never be reaped where PID 1 does not reap orphans.
+    ///
+    /// What cannot be read counts as alive, logged with why: the run is never taken for ended
+    /// on a failed read, so it goes on being ended (SIGTERM, then SIGKILL) as if it ran.
     pub fn alive(&self) -> usize {
-        let mut alive: Vec<i32> = self.procs.as_ref().map(RunProcs::pids).unwrap_or_default();
+        let mut alive: Vec<i32> = match self.procs.as_ref().map(RunProcs::pids) {
+            None => Vec::new(),
+            Some(Ok(pids)) => pids,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, pgid = self.id(), "cannot list the run's processes; counting the run as alive");
+                return 1;
+            }
+        };
         // No process of the group left at all, not even a zombie: no need to read /proc.
         if killpg(self.pgid, None) == Err(Errno::ESRCH) {
             return alive.len();

@@ -11,10 +11,12 @@
 //! read by `process`, and ended by `group::end_run`, the one way a run is stopped before its time;
 //! how the program ended is one [`Ending`], made into the run's [`RunResult`] by the supervisor.
 
+mod cgroup;
 mod command;
 mod descendants;
 mod group;
 mod process;
+mod procs;
 mod result;
 mod stop;
 pub mod tracking;

@@ -79,115 +79,34 @@ enum Next {
 /// [`PIPE_DRAIN_LIMIT`] past the exit). Cancelled, it is over once [`end_run`] has ended its
 /// whole process group, and the pipes are closed or drained likewise.
 pub async fn run(program: &OsStr, args: &[OsString], env: RunEnv<'_>) -> Ending {
-    let fail = |text: String| {
-        env.log.event(env.session, &text);
-        Ending::not_started(text)
+    let (mut child, mut group, pid) = match start(program, args, &env) {
+        Ok(started) => started,
+        Err(why) => {
+            env.log.event(env.session, &why);
+            return Ending::not_started(why);
+        }
     };
-    let procs = match env.tracking.map(|t| t.start_run(env.session)).transpose() {
-        Ok(procs) => procs,
-        Err(e) => return fail(format!("cannot create the run's cgroup: {e}")),
-    };
-    let spawning = procs.as_ref().map(|p| p.spawning());
-    let mut child = match command::spawn(program, args, env.vars) {
-        Ok(child) => child,
-        Err(e) => return fail(start_failure(program, &e)),
-    };
-    // The group's id is the leader's pid, recorded now, while the leader surely exists.
-    let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
-        return fail("the process was gone before it could be watched".to_string());
-    };
-    if let Some(procs) = &procs {
-        procs.leader_started(pid);
-    }
-    drop(spawning);
-    let adopted = procs.as_ref().map_or(Ok(()), |p| p.adopt(pid));
-    // Declared before the leader's wait: dropped after it, so a run dropped half-way (its
-    // runtime shut down under it) kills its whole group.
-    let mut group = Group::new(Pid::from_raw(pid), procs);
-    if let Err(e) = adopted {
-        // Dropping the group unsettled kills all of it.
-        return fail(format!(
-            "cannot move the process into the run's cgroup: {e}"
-        ));
-    }
     let stdout = child.stdout().take();
     let stderr = child.stderr().take();
     let mut leader = Leader::new(leader_wait(&mut child));
-
     let mut out_last = Vec::new();
     let mut err_last = Vec::new();
-    let mut cancelled = false;
-    // Whether every process of the run has been ended (after a stop, or after the leader's exit).
-    let mut ended = false;
-    {
-        let reading = async {
-            tokio::join!(
-                pump(stdout, Stream::Stdout, &env, &mut out_last),
-                pump(stderr, Stream::Stderr, &env, &mut err_last)
-            )
-        };
-        tokio::pin!(reading);
-        let mut read_done = false;
-        let mut drain_until: Option<Instant> = None;
-        while !(read_done && leader.is_reaped()) {
-            let next = tokio::select! {
-                _ = &mut reading, if !read_done => {
-                    read_done = true;
-                    Next::Go
-                }
-                () = leader.reaped(), if !leader.is_reaped() => {
-                    if env.detach {
-                        drain_until = Some(Instant::now() + DETACHED_DRAIN_LIMIT);
-                        Next::Go
-                    } else {
-                        drain_until = Some(Instant::now() + PIPE_DRAIN_LIMIT);
-                        // The program is done: whatever it left running (in its group or not)
-                        // is ended now, so a background child holding its output cannot hold the
-                        // run, and nothing of it outlives it.
-                        let left = if ended { 0 } else { group.alive() };
-                        if left > 0 {
-                            env.log.event(env.session, format_args!(
-                                "the program exited leaving {left} process(es) running; ending them"
-                            ));
-                            Next::End
-                        } else {
-                            Next::Go
-                        }
-                    }
-                }
-                () = env.cancel.cancelled(), if !cancelled && !ended => {
-                    cancelled = true;
-                    Next::End
-                }
-                () = sleep_until_opt(drain_until), if !read_done => {
-                    env.log.event(env.session, "output pipes still open after the process group exited; stopped reading");
-                    Next::Stop
-                }
-            };
-            match next {
-                Next::Go => {}
-                Next::Stop => break,
-                Next::End => {
-                    ended = true;
-                    // The output is read on while the run is ended: a process blocked on a
-                    // full pipe must be able to get to its end.
-                    let ending = end_run(&mut group, &mut leader, env.grace, env.log, env.session);
-                    tokio::pin!(ending);
-                    loop {
-                        tokio::select! {
-                            () = &mut ending => break,
-                            _ = &mut reading, if !read_done => read_done = true,
-                        }
-                    }
-                    drain_until.get_or_insert(Instant::now() + PIPE_DRAIN_LIMIT);
-                }
-            }
-        }
-    }
-    if !ended && env.detach {
+    let reading = async {
+        tokio::join!(
+            pump(stdout, Stream::Stdout, &env, &mut out_last),
+            pump(stderr, Stream::Stderr, &env, &mut err_last)
+        );
+    };
+    let watched = watch(reading, &mut group, &mut leader, &env).await;
+    if !watched.ended && env.detach {
         group.left_running(env.log, env.session);
-        if let Some(procs) = group.procs() {
-            procs.release();
+        if let Some(Err(e)) = group.procs().map(|p| p.release()) {
+            env.log.event(
+                env.session,
+                format_args!(
+                    "cannot let the run's processes go: {e}; they stay in the run's cgroup"
+                ),
+            );
         }
     }
     group.settle();
@@ -197,15 +116,135 @@ pub async fn run(program: &OsStr, args: &[OsString], env: RunEnv<'_>) -> Ending 
     }
     let exit = match leader.exit() {
         Some(exit) => exit.clone(),
-        // Not reached: the loop ends only with the leader reaped, or past the drain limit after it.
+        // Not reached: the watch ends only with the leader reaped, or past the drain limit after it.
         None => Err("the process was not waited for".to_string()),
     };
     Ending {
         stdout_last: String::from_utf8_lossy(&out_last).into_owned(),
         stderr_last: String::from_utf8_lossy(&err_last).into_owned(),
         how: How::Exited(exit),
-        stopped: cancelled,
+        stopped: watched.cancelled,
     }
+}
+
+/// Starts the leader with the run's tracking ready, and moves it (with what it forked meanwhile)
+/// into the run's cgroup. `Err` says why the run could not start; nothing of it is left then.
+fn start(
+    program: &OsStr,
+    args: &[OsString],
+    env: &RunEnv<'_>,
+) -> Result<(command::Child, Group, i32), String> {
+    let procs = env
+        .tracking
+        .map(|t| t.start_run(env.session))
+        .transpose()
+        .map_err(|e| format!("cannot create the run's cgroup: {e}"))?;
+    let spawning = procs.as_ref().map(|p| p.spawning());
+    let mut child =
+        command::spawn(program, args, env.vars).map_err(|e| start_failure(program, &e))?;
+    // The group's id is the leader's pid, recorded now, while the leader surely exists.
+    let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
+        return Err("the process was gone before it could be watched".to_string());
+    };
+    if let Some(procs) = &procs {
+        procs.leader_started(pid);
+    }
+    drop(spawning);
+    let adopted = procs.as_ref().map_or(Ok(()), |p| p.adopt(pid));
+    // Made before the leader's wait, so it is dropped after it: a run dropped half-way (its
+    // runtime shut down under it), or one that fails here, has its whole group killed.
+    let group = Group::new(Pid::from_raw(pid), procs);
+    adopted.map_err(|e| match e.raw_os_error() {
+        // Out of descriptors while the run's processes were read: said as at the spawn.
+        Some(nix::libc::EMFILE | nix::libc::ENFILE) => start_failure(program, &e),
+        _ => format!("cannot move the process into the run's cgroup: {e}"),
+    })?;
+    // Not taken from `child` here: the leader's wait borrows it.
+    let _ = &mut child;
+    Ok((child, group, pid))
+}
+
+/// How the watch of a run ended.
+struct Watched {
+    /// The run was asked to stop, and was ended.
+    cancelled: bool,
+    /// Every process of the run has been ended (after a stop, or after the leader's exit).
+    ended: bool,
+}
+
+/// Reads the output and waits for the leader, ending the run's processes when it is asked to
+/// stop or when the leader exits leaving some behind.
+async fn watch(
+    reading: impl std::future::Future<Output = ()>,
+    group: &mut Group,
+    leader: &mut Leader<'_>,
+    env: &RunEnv<'_>,
+) -> Watched {
+    tokio::pin!(reading);
+    let mut w = Watched {
+        cancelled: false,
+        ended: false,
+    };
+    let mut read_done = false;
+    let mut drain_until: Option<Instant> = None;
+    while !(read_done && leader.is_reaped()) {
+        let next = tokio::select! {
+            () = &mut reading, if !read_done => {
+                read_done = true;
+                Next::Go
+            }
+            () = leader.reaped(), if !leader.is_reaped() => {
+                let limit = if env.detach { DETACHED_DRAIN_LIMIT } else { PIPE_DRAIN_LIMIT };
+                drain_until = Some(Instant::now() + limit);
+                after_exit(group, env, w.ended)
+            }
+            () = env.cancel.cancelled(), if !w.cancelled && !w.ended => {
+                w.cancelled = true;
+                Next::End
+            }
+            () = sleep_until_opt(drain_until), if !read_done => {
+                env.log.event(env.session, "output pipes still open after the process group exited; stopped reading");
+                Next::Stop
+            }
+        };
+        match next {
+            Next::Go => {}
+            Next::Stop => break,
+            Next::End => {
+                w.ended = true;
+                // The output is read on while the run is ended: a process blocked on a full
+                // pipe must be able to get to its end.
+                let ending = end_run(group, leader, env.grace, env.log, env.session);
+                tokio::pin!(ending);
+                loop {
+                    tokio::select! {
+                        () = &mut ending => break,
+                        () = &mut reading, if !read_done => read_done = true,
+                    }
+                }
+                drain_until.get_or_insert(Instant::now() + PIPE_DRAIN_LIMIT);
+            }
+        }
+    }
+    w
+}
+
+/// What follows the leader's exit: whatever it left running (in its group or not) is ended now,
+/// so a background child holding its output cannot hold the run, and nothing of it outlives it;
+/// unless the task lets its children go on (`detach_children`).
+fn after_exit(group: &Group, env: &RunEnv<'_>, ended: bool) -> Next {
+    if env.detach || ended {
+        return Next::Go;
+    }
+    let left = group.alive();
+    if left == 0 {
+        return Next::Go;
+    }
+    env.log.event(
+        env.session,
+        format_args!("the program exited leaving {left} process(es) running; ending them"),
+    );
+    Next::End
 }
 
 /// The leader's own wait (tokio's), not process-wrap's group wait: that one also reaps every
