@@ -44,8 +44,8 @@ fn settings(dir: &Path) -> Settings {
         path("logs"),
         "--result-db-file".into(),
         path("results.sqlite3"),
-        // The subreaper mechanism: the cgroup one would make run cgroups below this test
-        // process's own, which only the binary's exit path removes.
+        // The subreaper mechanism on every machine: the cgroup one (picked by `auto` as root)
+        // would make cgroups below this test process's own, which is not what this test is about.
         "--process-tracking".into(),
         "subreaper".into(),
         "--shutdown-timeout".into(),
