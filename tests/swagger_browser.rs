@@ -81,7 +81,7 @@ fn run_chromium(browser: &Path, profile: &Path, args: &[&str], url: &str) -> Str
 #[test]
 fn swagger_ui_renders_every_task_in_chromium() {
     let Some(browser) = chromium() else { return };
-    // The bundled config, as deployed (and as the README's screenshot shows it).
+    // The bundled config, as deployed (and as the screenshot in docs/api.md shows it).
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let yaml = std::fs::read_to_string(repo.join("external-tasks.yaml")).unwrap();
     let collect = repo.join("collect");

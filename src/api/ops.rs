@@ -217,7 +217,7 @@ impl OpsApi {
         }
     }
 
-    /// Prometheus metrics (see README, Monitoring). Open unless `--metrics-token` is set.
+    /// Prometheus metrics (see docs/operations.md, Monitoring). Open unless `--metrics-token` is set.
     #[oai(path = "/metrics", method = "get")]
     async fn metrics(&self) -> MetricsAnswer {
         let now = crate::metrics::Snapshot {

@@ -9,7 +9,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use serde_json::Value;
+
+/// The task set most tests serve, one task per behaviour they check (`tests/fixtures/tasks.yaml`).
+pub const TASKS: &str = include_str!("../fixtures/tasks.yaml");
+
+/// The task set of the operational tests: auth, limits, metrics, probes and output
+/// (`tests/fixtures/ops-tasks.yaml`).
+pub const OPS_TASKS: &str = include_str!("../fixtures/ops-tasks.yaml");
 
 /// The fixture scripts, copied into every server's collect folder.
 pub fn fixtures() -> PathBuf {
@@ -201,12 +210,11 @@ impl Server {
         std::fs::read_to_string(self.path(&format!("logs/{name}.log"))).unwrap_or_default()
     }
 
-    /// Sends `signal` to the service.
+    /// Sends `signal` (a number, such as 15 for SIGTERM) to the service.
     pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) with our own child's pid has no memory-safety preconditions.
-        unsafe {
-            libc_kill(self.child.id() as i32, signal);
-        }
+        let signal = Signal::try_from(signal).unwrap_or_else(|e| panic!("signal {signal}: {e}"));
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("a pid fits in i32"));
+        kill(pid, signal).unwrap_or_else(|e| panic!("{signal} to the service: {e}"));
     }
 
     /// Waits up to `timeout` for the service to exit by itself (after a signal sent with
@@ -241,17 +249,39 @@ impl Server {
     }
 }
 
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
 impl Drop for Server {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             self.stop();
         }
     }
+}
+
+/// `POST /sync/<path>` with `body`; the answer, which must come with HTTP 200.
+pub async fn sync(s: &Server, path: &str, body: Option<&str>) -> Value {
+    let (status, v) = s.post(&format!("/sync/{path}"), body).await;
+    assert_eq!(status, 200, "{path}: {v}");
+    v
+}
+
+/// A task named `name` with `concurrency_policy: policy`, running `mark.sh`: each run appends its
+/// session id to the file its first argument names, then sleeps as many seconds as the second says.
+pub fn mark_task(name: &str, policy: &str) -> String {
+    format!(
+        "
+- name: {name}
+  cluster_type: RunControl
+  language: sh
+  executable: mark.sh
+  collected: true
+  concurrency_policy: {policy}
+"
+    )
+}
+
+/// Fires `n` calls of `POST path` with `body` at once; their statuses and answers.
+pub async fn concurrent(s: &Server, path: &str, body: &str, n: usize) -> Vec<(u16, Value)> {
+    futures::future::join_all((0..n).map(|_| s.post(path, Some(body)))).await
 }
 
 /// Calls `f` until it returns `Some`, every 20 ms, failing the test after `timeout`.

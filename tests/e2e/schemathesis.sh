@@ -66,7 +66,7 @@ seed=()
 # the request timeout turns any other hang into a failure instead of a stuck CI.
 # GET /async/output-stream is left out: poem-openapi declares an event stream as an array of its
 # events, and schemathesis 4.32 checks each server-sent event against that array schema, so every
-# answer "violates" it. tests/security.rs reads that stream's events and checks their pages.
+# answer "violates" it. tests/output.rs reads that stream's events and checks their pages.
 status=0
 (cd "$tmp" && SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$here" \
     timeout 300 python3 -m schemathesis.cli run "http://$addr/openapi.json" \

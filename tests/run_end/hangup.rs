@@ -1,37 +1,29 @@
-//! The serving layer through the real binary and raw sockets: a client that half-closes its
-//! socket still gets its answer, a client that really goes away has its run cancelled, and a run
-//! logging 50 MB with rotation every MiB stalls nobody else.
-
-mod common;
+//! A sync client that hangs up: its run is cancelled and its whole process group ended, whether the
+//! client's HTTP library times out or its socket closes; a client that only half-closes its
+//! socket after its request is not taken for gone and gets its answer.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{poll, process_gone, Server};
 use serde_json::Value;
 
-const TASKS: &str = r#"
+use crate::common::{poll, process_gone, Server, TASKS};
+use crate::{assert_group_gone, assert_logged_ending, stubborn_pids, GRACE, STUBBORN_TASKS};
+
+/// A task that naps a second before it answers, and the sleeper fixture (its grandchild writes
+/// its pid to the file the first argument names).
+const NAP_TASKS: &str = r#"
 - name: nap
   cluster_type: test
   language: sh
   executable: sleep 1; echo rested
-  collected: false
-- name: quick
-  cluster_type: test
-  language: sh
-  executable: echo quick
   collected: false
 - name: sleeper
   cluster_type: test
   language: sh
   executable: sleeper.sh
   collected: true
-- name: slow_big
-  cluster_type: test
-  language: sh
-  executable: 'for i in $(seq 50); do yes 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz | head -c 1000000; sleep 0.05; done; echo END'
-  collected: false
 "#;
 
 /// `host:port` of the server.
@@ -79,8 +71,67 @@ async fn grandchild(s: &Server, pidfile: &std::path::Path) -> i32 {
 }
 
 #[tokio::test]
-async fn a_client_that_half_closes_after_its_request_gets_the_answer() {
+async fn a_sync_client_that_goes_away_cancels_its_run() {
     let s = Server::start(TASKS, &[]);
+    let pidfile = s.path("grandchild.pid");
+    let body = serde_json::to_string(&[pidfile.display().to_string()]).unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let res = client
+        .post(format!("{}/sync/mysql/sleeper", s.base))
+        .body(body)
+        .send()
+        .await;
+    assert!(res.is_err(), "the sleeper answered: {res:?}");
+    let grandchild: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    poll(Duration::from_secs(15), || async {
+        process_gone(grandchild).then_some(())
+    })
+    .await;
+    poll(Duration::from_secs(10), || async {
+        s.log("sleeper")
+            .contains("cancelled: the client disconnected")
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_sync_client_hanging_up_ends_a_grandchild_that_ignores_sigterm() {
+    let s = Server::start(STUBBORN_TASKS, &["--kill-grace", GRACE]);
+    let pidfile = s.path("pids");
+    let body = serde_json::to_string(&[pidfile.display().to_string()]).unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let call = client
+        .post(format!("{}/sync/runner/stubborn", s.base))
+        .body(body)
+        .send();
+    let (answer, (leader, grandchild)) = tokio::join!(call, stubborn_pids(&pidfile));
+    assert!(answer.is_err(), "the task answered: {answer:?}");
+    // The service notices the hang-up by itself, some time later: wait for the log to say the
+    // run has ended, then check /proc.
+    let log = poll(Duration::from_secs(15), || async {
+        let log = s.log("stubborn");
+        log.contains("failed in").then_some(log)
+    })
+    .await;
+    assert_group_gone(leader, grandchild, "after the run ended");
+    assert!(log.contains("cancelled: the client disconnected"), "{log}");
+    assert_logged_ending(&log, leader);
+}
+
+#[tokio::test]
+async fn a_client_that_half_closes_after_its_request_gets_the_answer() {
+    let s = Server::start(NAP_TASKS, &[]);
     let mut stream = send_raw(&s, "/sync/test/nap", "[]");
     // Done sending: FIN. The task sleeps a second, long past the service's first hang-up check.
     stream.shutdown(Shutdown::Write).unwrap();
@@ -102,7 +153,7 @@ async fn a_client_that_half_closes_after_its_request_gets_the_answer() {
 
 #[tokio::test]
 async fn a_client_that_closes_its_socket_has_its_run_cancelled() {
-    let s = Server::start(TASKS, &[]);
+    let s = Server::start(NAP_TASKS, &[]);
     let pidfile = s.path("grandchild.pid");
     let body = serde_json::to_string(&[pidfile.display().to_string()]).unwrap();
     let stream = send_raw(&s, "/sync/test/sleeper", &body);
@@ -125,7 +176,7 @@ async fn a_client_that_closes_its_socket_has_its_run_cancelled() {
 
 #[tokio::test]
 async fn a_client_that_half_closes_then_goes_away_has_its_run_cancelled() {
-    let s = Server::start(TASKS, &[]);
+    let s = Server::start(NAP_TASKS, &[]);
     let pidfile = s.path("grandchild.pid");
     let body = serde_json::to_string(&[pidfile.display().to_string()]).unwrap();
     let stream = send_raw(&s, "/sync/test/sleeper", &body);
@@ -157,48 +208,4 @@ async fn a_client_that_half_closes_then_goes_away_has_its_run_cancelled() {
         process_gone(pid).then_some(())
     })
     .await;
-}
-
-#[tokio::test]
-async fn quick_calls_answer_while_another_run_logs_50_mb_with_rotation() {
-    let s = Server::start(TASKS, &["--log-max-bytes", "1048576"]);
-    let (status, v) = s.post("/async/test/slow-big", None).await;
-    assert_eq!(status, 200, "{v}");
-    let id = v["data"].as_str().unwrap().to_string();
-    // Wait for the big run to be well under way (its log has rotated).
-    poll(Duration::from_secs(30), || async {
-        s.path("logs/slow_big.log.1").exists().then_some(())
-    })
-    .await;
-    let mut answered_while_running = 0;
-    loop {
-        // A new connection each time, so the calls land wherever the server puts them.
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
-        let v: Value = client
-            .post(format!("{}/sync/test/quick", s.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(v["data"], "quick", "{v}");
-        if s.session(&id).await["done"] == true {
-            break;
-        }
-        answered_while_running += 1;
-        if answered_while_running == 20 {
-            break;
-        }
-    }
-    assert!(
-        answered_while_running >= 5,
-        "only {answered_while_running} quick calls answered while the big run was running"
-    );
-    let done = s.wait_done(&id, Duration::from_secs(120)).await;
-    assert!(done["message"].as_str().unwrap().ends_with("END"), "{done}");
-    assert!(s.path("logs/slow_big.log.3").exists());
 }
