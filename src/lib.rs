@@ -14,8 +14,10 @@
 //! - [`control`]: run control: overlap policy, `--max-running`, idempotency keys, timeouts and
 //!   draining at shutdown.
 //! - [`app`]: the shared state and the operations the HTTP layer calls.
-//! - [`api`]: HTTP endpoints and the `{code, data, msg}` envelope.
-//! - [`auth`]: bearer tokens and which route needs which.
+//! - [`http`]: the `{code, data, msg}` envelope, the one error mapping, route declarations and
+//!   the route-template matcher (a leaf: it imports no other module of the crate).
+//! - [`api`]: HTTP endpoints, one file per capability, each declaring its routes' access.
+//! - [`auth`]: bearer tokens, checked against the access the API declares.
 //! - [`limits`]: request and resource limits.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`health`]: readiness checks.
@@ -34,6 +36,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod health;
+pub mod http;
 pub mod limits;
 pub mod logs;
 pub mod metrics;
