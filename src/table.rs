@@ -88,37 +88,7 @@ impl RouteTable {
     ) -> Result<Self, ConfigErrors> {
         let external = config::parse_tasks(config_text, collect_dir)?;
         let mut errors = Vec::new();
-        let mut tasks: BTreeMap<String, Arc<Task>> = BTreeMap::new();
-        for builtin in tasks::registry() {
-            let path = format!(
-                "{}/{}",
-                segment(builtin.cluster_type()),
-                segment(builtin.name())
-            );
-            let schedule = match builtin.schedule().map(Schedule::from_line) {
-                None => None,
-                Some(Ok(s)) => Some(s),
-                Some(Err(problems)) => {
-                    errors.extend(problems.into_iter().map(|p| {
-                        ConfigError::file(format!(
-                            "built-in task `{}`: field `schedule`: {p}",
-                            builtin.name()
-                        ))
-                    }));
-                    None
-                }
-            };
-            let task = Task {
-                name: builtin.name().to_string(),
-                cluster_type: builtin.cluster_type().to_string(),
-                path: path.clone(),
-                enabled: builtin.enabled(),
-                empty_param: builtin.empty_param(),
-                schedule,
-                kind: TaskKind::Builtin(builtin),
-            };
-            tasks.insert(path, Arc::new(task));
-        }
+        let mut tasks = builtin_tasks(&mut errors);
         let mut owners: HashMap<String, (usize, String)> = HashMap::new();
         for (index, t) in external.into_iter().enumerate() {
             let path = format!("{}/{}", segment(&t.cluster_type), segment(&t.name));
@@ -178,6 +148,42 @@ impl RouteTable {
     pub fn get(&self, path: &str) -> Option<&Arc<Task>> {
         self.tasks.get(path)
     }
+}
+
+/// Every built-in task by path; a bad built-in schedule is added to `errors`.
+fn builtin_tasks(errors: &mut Vec<ConfigError>) -> BTreeMap<String, Arc<Task>> {
+    let mut tasks: BTreeMap<String, Arc<Task>> = BTreeMap::new();
+    for builtin in tasks::registry() {
+        let path = format!(
+            "{}/{}",
+            segment(builtin.cluster_type()),
+            segment(builtin.name())
+        );
+        let schedule = match builtin.schedule().map(Schedule::from_line) {
+            None => None,
+            Some(Ok(s)) => Some(s),
+            Some(Err(problems)) => {
+                errors.extend(problems.into_iter().map(|p| {
+                    ConfigError::file(format!(
+                        "built-in task `{}`: field `schedule`: {p}",
+                        builtin.name()
+                    ))
+                }));
+                None
+            }
+        };
+        let task = Task {
+            name: builtin.name().to_string(),
+            cluster_type: builtin.cluster_type().to_string(),
+            path: path.clone(),
+            enabled: builtin.enabled(),
+            empty_param: builtin.empty_param(),
+            schedule,
+            kind: TaskKind::Builtin(builtin),
+        };
+        tasks.insert(path, Arc::new(task));
+    }
+    tasks
 }
 
 /// Why the service could not start.

@@ -111,7 +111,15 @@ fn starts<'a>(line: &'a str, needle: &str) -> Vec<&'a str> {
         .collect()
 }
 
-fn build_graph() -> Graph {
+/// The modules of `src/`: every file, the module names (`api::tasks` for split ones) and the
+/// items the crate root re-exports, by the module that owns them.
+struct Crate {
+    files: Vec<PathBuf>,
+    modules: BTreeSet<String>,
+    reexports: BTreeMap<String, String>,
+}
+
+fn read_crate() -> Crate {
     let mut files = Vec::new();
     rust_files(&src(), &mut files);
     files.retain(|f| !f.ends_with("main.rs"));
@@ -137,58 +145,76 @@ fn build_graph() -> Graph {
             }
         }
     }
+    Crate {
+        files,
+        modules,
+        reexports,
+    }
+}
+
+/// The submodules a split module's `mod.rs` declares (its bare paths to them are edges too).
+fn declared_children(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim().trim_start_matches("pub ");
+            l.strip_prefix("mod ")?.strip_suffix(';').map(String::from)
+        })
+        .collect()
+}
+
+/// Every module path the file at module path `here` names, made absolute.
+fn named_paths(text: &str, here: &[String], children: &[String]) -> Vec<Vec<String>> {
+    // Inside an inline `mod tests { .. }` (always last in a file), `super` is the file.
+    let mut scope = here.to_vec();
+    let mut targets = Vec::new();
+    for line in text.lines() {
+        let code = line.trim_start();
+        if code.starts_with("//") {
+            continue;
+        }
+        let decl = code.trim_start_matches("pub ");
+        if let Some(name) = decl.strip_prefix("mod ").and_then(|d| d.strip_suffix(" {")) {
+            scope.push(name.to_string());
+        }
+        for rest in starts(line, "crate::") {
+            targets.extend(paths_at(rest));
+        }
+        for rest in starts(line, "super::") {
+            let mut up = scope[..scope.len() - 1].to_vec();
+            let mut rest = rest;
+            while let Some(r) = rest.strip_prefix("super::") {
+                up.pop();
+                rest = r;
+            }
+            targets.extend(paths_at(rest).into_iter().map(|p| [up.clone(), p].concat()));
+        }
+        for child in children {
+            if !starts(line, &format!("{child}::")).is_empty() {
+                targets.push(vec![here[0].clone(), child.clone()]);
+            }
+        }
+    }
+    targets
+}
+
+fn build_graph() -> Graph {
+    let krate = read_crate();
     let mut graph = Graph::new();
-    for f in &files {
+    for f in &krate.files {
         let here = module_path(f);
         if here.is_empty() {
-            continue; // lib.rs: the index of modules, resolved through `reexports` above.
+            continue; // lib.rs: the index of modules, resolved through `reexports`.
         }
-        let from = node(&here, &modules, &reexports);
+        let from = node(&here, &krate.modules, &krate.reexports);
         let text = std::fs::read_to_string(f).unwrap();
-        let children: Vec<String> = if f.ends_with("mod.rs") && SPLIT.contains(&here[0].as_str()) {
-            text.lines()
-                .filter_map(|l| {
-                    let l = l.trim().trim_start_matches("pub ");
-                    l.strip_prefix("mod ")?.strip_suffix(';').map(String::from)
-                })
-                .collect()
+        let children = if f.ends_with("mod.rs") && SPLIT.contains(&here[0].as_str()) {
+            declared_children(&text)
         } else {
             Vec::new()
         };
-        // Inside an inline `mod tests { .. }` (always last in a file), `super` is the file.
-        let mut scope = here.clone();
-        let mut targets = Vec::new();
-        for line in text.lines() {
-            let code = line.trim_start();
-            if code.starts_with("//") {
-                continue;
-            }
-            let decl = code.trim_start_matches("pub ");
-            if let Some(name) = decl.strip_prefix("mod ").and_then(|d| d.strip_suffix(" {")) {
-                scope.push(name.to_string());
-            }
-            for rest in starts(line, "crate::") {
-                targets.extend(paths_at(rest));
-            }
-            for rest in starts(line, "super::") {
-                let mut up = scope[..scope.len() - 1].to_vec();
-                let mut rest = rest;
-                while let Some(r) = rest.strip_prefix("super::") {
-                    up.pop();
-                    rest = r;
-                }
-                targets.extend(paths_at(rest).into_iter().map(|p| [up.clone(), p].concat()));
-            }
-            for child in &children {
-                for rest in starts(line, &format!("{child}::")) {
-                    let _ = rest;
-                    targets.push(vec![here[0].clone(), child.clone()]);
-                }
-            }
-        }
         let edges = graph.entry(from.clone()).or_default();
-        for t in targets {
-            let to = node(&t, &modules, &reexports);
+        for t in named_paths(&text, &here, &children) {
+            let to = node(&t, &krate.modules, &krate.reexports);
             if !to.is_empty() && to != from {
                 edges.insert(to);
             }
