@@ -1,10 +1,10 @@
 //! Bearer-token authentication: which route needs which token, the tokens themselves (from flags
 //! and from a file re-read on change), and the one middleware that checks every request.
 //!
-//! Access is decided by route TEMPLATE from the one table [`ROUTES`]: a path the table does not
-//! know (a route added later, such as `/results`) is [`Access::Protected`], so a new route is
-//! closed until someone decides to open it. Off by default: with no token configured every
-//! request passes, as the original service did.
+//! Access is decided by route template from the routes the API declares (a [`RouteSet`], given
+//! to [`Auth::new`]): a path no route serves is [`Access::Protected`], so nothing is open by
+//! omission. Off by default: with no token configured every request passes, as the original
+//! service did.
 //!
 //! Tokens are compared in constant time with `subtle`; a token never reaches a log, only the
 //! route, the outcome and which configured token matched (`flag#2`, `file#1`).
@@ -17,84 +17,8 @@ use poem::http::{header, StatusCode};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use subtle::ConstantTimeEq;
 
-use crate::api::ErrorEnvelope;
 use crate::config::watch::{self, ConfigWatcher};
-
-/// Who may call a route once authentication is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Anyone (probes, the Swagger page and the document it loads).
-    Open,
-    /// Open, unless `--metrics-token` is set; then that token or a full one.
-    Metrics,
-    /// A read-only token or a full one: looks at tasks and sessions, starts or stops nothing.
-    Read,
-    /// A full token only.
-    Protected,
-}
-
-/// Every route template with its access. Templates use poem's `:param` segments; the fixed
-/// templates are looked up before the two task templates.
-pub const ROUTES: &[(&str, Access)] = &[
-    ("/ping", Access::Open),
-    ("/healthz", Access::Open),
-    ("/readyz", Access::Open),
-    ("/metrics", Access::Metrics),
-    ("/swagger", Access::Open),
-    ("/swagger/swagger-ui-bundle.js", Access::Open),
-    ("/swagger/swagger-ui.css", Access::Open),
-    ("/swagger/favicon-32x32.png", Access::Open),
-    // The document is open so that the Swagger page can load it before anyone presses
-    // Authorize; it names tasks and their arguments but runs nothing.
-    ("/openapi.json", Access::Open),
-    ("/openapi.yaml", Access::Open),
-    ("/list", Access::Read),
-    ("/discovery", Access::Read),
-    ("/async/query", Access::Read),
-    ("/async/output", Access::Read),
-    ("/async/output-stream", Access::Read),
-    ("/async/kill", Access::Protected),
-    ("/-/config", Access::Protected),
-    ("/-/reload", Access::Protected),
-    ("/sync/:cluster_type/:name", Access::Protected),
-    ("/async/:cluster_type/:name", Access::Protected),
-];
-
-/// The template `path` is served under, if the table knows it.
-pub fn template(path: &str) -> Option<&'static str> {
-    let path = if path.len() > 1 {
-        path.trim_end_matches('/')
-    } else {
-        path
-    };
-    if let Some((t, _)) = ROUTES.iter().find(|(t, _)| *t == path) {
-        return Some(t);
-    }
-    let segs: Vec<&str> = path.split('/').collect();
-    ROUTES
-        .iter()
-        .filter(|(t, _)| t.contains(':'))
-        .find(|(t, _)| {
-            let tsegs: Vec<&str> = t.split('/').collect();
-            tsegs.len() == segs.len()
-                && tsegs.iter().zip(&segs).all(|(t, s)| {
-                    if t.starts_with(':') {
-                        !s.is_empty()
-                    } else {
-                        t == s
-                    }
-                })
-        })
-        .map(|(t, _)| *t)
-}
-
-/// The access `path` needs: its template's, or [`Access::Protected`] for a path the table does
-/// not know.
-pub fn access(path: &str) -> Access {
-    template(path)
-        .and_then(|t| ROUTES.iter().find(|(r, _)| *r == t))
-        .map_or(Access::Protected, |(_, a)| *a)
-}
+use crate::http::{refuse, Access, RouteSet};
 
 /// The token flags of `celery-service run`.
 #[derive(Debug, Clone, Default)]
@@ -187,13 +111,19 @@ fn matching<'a>(set: &'a [(String, Vec<u8>)], given: &[u8]) -> Option<&'a str> {
 /// The middleware: checks every request against the current tokens.
 pub struct Auth {
     settings: AuthSettings,
+    routes: &'static RouteSet,
     tokens: Arc<ArcSwap<Tokens>>,
     _watch: Option<Arc<ConfigWatcher>>,
 }
 
 impl Auth {
-    /// Builds the checker and starts watching the token file, if there is one.
-    pub fn new(settings: AuthSettings, debounce: std::time::Duration) -> Self {
+    /// Builds the checker of the requests to `routes` and starts watching the token file, if
+    /// there is one.
+    pub fn new(
+        settings: AuthSettings,
+        debounce: std::time::Duration,
+        routes: &'static RouteSet,
+    ) -> Self {
         let tokens = Arc::new(ArcSwap::from_pointee(Tokens::default()));
         load_tokens(&settings, &tokens);
         let watch = settings.token_file.as_ref().and_then(|path| {
@@ -208,6 +138,7 @@ impl Auth {
         });
         Self {
             settings,
+            routes,
             tokens,
             _watch: watch,
         }
@@ -247,6 +178,7 @@ impl<E: Endpoint> Middleware<E> for Auth {
     fn transform(&self, ep: E) -> Self::Output {
         AuthEndpoint {
             inner: ep,
+            routes: self.routes,
             enabled: self.settings.enabled(),
             metrics_closed: !self.settings.metrics_tokens.is_empty(),
             tokens: self.tokens.clone(),
@@ -258,6 +190,7 @@ impl<E: Endpoint> Middleware<E> for Auth {
 /// An endpoint behind [`Auth`].
 pub struct AuthEndpoint<E> {
     inner: E,
+    routes: &'static RouteSet,
     enabled: bool,
     metrics_closed: bool,
     tokens: Arc<ArcSwap<Tokens>>,
@@ -289,7 +222,7 @@ impl Outcome {
 
 impl<E: Endpoint> AuthEndpoint<E> {
     fn decide(&self, req: &Request) -> (Outcome, Option<String>) {
-        let need = match access(req.uri().path()) {
+        let need = match self.routes.access(req.uri().path()) {
             Access::Metrics if !self.metrics_closed => Access::Open,
             Access::Metrics => Access::Metrics,
             _ if !self.enabled => Access::Open,
@@ -337,7 +270,10 @@ impl<E: Endpoint> Endpoint for AuthEndpoint<E> {
             return self.inner.call(req).await.map(IntoResponse::into_response);
         }
         let (outcome, token) = self.decide(&req);
-        let route = template(req.uri().path()).unwrap_or("unmatched");
+        let route = self
+            .routes
+            .template(req.uri().path())
+            .unwrap_or("unmatched");
         crate::metrics::auth_checked(route, outcome.as_str());
         let method = req.method().clone();
         let token = token.as_deref().unwrap_or("-");
@@ -361,7 +297,7 @@ impl<E: Endpoint> Endpoint for AuthEndpoint<E> {
             ),
         };
         tracing::warn!(%method, route, outcome = outcome.as_str(), token, "auth refused");
-        let mut resp = crate::api::envelope_response(status, &ErrorEnvelope::new(msg));
+        let mut resp = refuse(status, msg);
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -375,28 +311,6 @@ impl<E: Endpoint> Endpoint for AuthEndpoint<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn templates_prefer_fixed_routes_and_unknown_paths_are_protected() {
-        assert_eq!(template("/async/query"), Some("/async/query"));
-        assert_eq!(
-            template("/async/output-stream"),
-            Some("/async/output-stream")
-        );
-        assert_eq!(
-            template("/async/tendb/x"),
-            Some("/async/:cluster_type/:name")
-        );
-        assert_eq!(
-            template("/sync/tendb/x/"),
-            Some("/sync/:cluster_type/:name")
-        );
-        assert_eq!(template("/sync/tendb"), None);
-        assert_eq!(access("/results"), Access::Protected);
-        assert_eq!(access("/"), Access::Protected);
-        assert_eq!(access("/ping"), Access::Open);
-        assert_eq!(access("/list"), Access::Read);
-    }
 
     #[test]
     fn matching_finds_the_token_and_names_it() {

@@ -14,8 +14,10 @@
 //! - [`logs`]: per-task and service log files with size rotation.
 //! - [`reload`]: the one reload path (file change, SIGHUP, `POST /-/reload`) and its status.
 //! - [`app`]: the service's parts and how startup puts them together.
-//! - [`api`]: HTTP endpoints and the `{code, data, msg}` envelope.
-//! - [`auth`]: bearer tokens and which route needs which.
+//! - [`http`]: the `{code, data, msg}` envelope, the one error mapping, route declarations and
+//!   the route-template matcher (a leaf: it imports no other module of the crate).
+//! - [`api`]: HTTP endpoints, one file per capability, each declaring its routes' access.
+//! - [`auth`]: bearer tokens, checked against the access the API declares.
 //! - [`limits`]: request and resource limits.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`health`]: readiness checks.
@@ -33,6 +35,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod health;
+pub mod http;
 pub mod limits;
 pub mod logs;
 pub mod metrics;

@@ -10,7 +10,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use celery_service::api::openapi;
+use celery_service::api::{self, openapi};
 use celery_service::app::absolute_dir;
 use celery_service::cli::{Cli, Command, ConfigArgs, OpenapiArgs, RunArgs};
 use celery_service::reload::{self, Trigger};
@@ -41,8 +41,8 @@ fn main() -> ExitCode {
 fn check(args: &ConfigArgs, say_ok: bool) -> anyhow::Result<()> {
     let collect_dir = absolute_dir(&args.collect_dir)?;
     let table = load_table(&args.external_task_config, &collect_dir, 1)?;
-    for (method, path) in table.routes() {
-        println!("{method:<5} {path}");
+    for route in api::list(&table) {
+        println!("{:<5} {}", route.method, route.path);
     }
     if say_ok {
         eprintln!(

@@ -20,6 +20,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
+use crate::http::RouteSet;
 use crate::logs::lock;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -253,18 +254,33 @@ fn read_process(m: &Metrics) {
 }
 
 /// The middleware counting every HTTP request by route template, method and status.
-pub struct HttpMetrics;
+pub struct HttpMetrics {
+    routes: &'static RouteSet,
+}
+
+impl HttpMetrics {
+    /// Counts the requests to `routes`, labelled by their declared templates.
+    pub fn new(routes: &'static RouteSet) -> Self {
+        Self { routes }
+    }
+}
 
 impl<E: Endpoint> Middleware<E> for HttpMetrics {
     type Output = HttpMetricsEndpoint<E>;
 
     fn transform(&self, ep: E) -> Self::Output {
-        HttpMetricsEndpoint(ep)
+        HttpMetricsEndpoint {
+            inner: ep,
+            routes: self.routes,
+        }
     }
 }
 
 /// An endpoint behind [`HttpMetrics`].
-pub struct HttpMetricsEndpoint<E>(E);
+pub struct HttpMetricsEndpoint<E> {
+    inner: E,
+    routes: &'static RouteSet,
+}
 
 impl<E: Endpoint> Endpoint for HttpMetricsEndpoint<E> {
     type Output = Response;
@@ -276,10 +292,13 @@ impl<E: Endpoint> Endpoint for HttpMetricsEndpoint<E> {
             _ => "other",
         }
         .to_string();
-        // The router's template when it matched one; else the auth table's (a request refused
+        // The router's template when it matched one; else the declared one (a request refused
         // before routing); else `unmatched`, never the raw path.
-        let fallback = crate::auth::template(req.uri().path()).unwrap_or("unmatched");
-        let result = self.0.call(req).await.map(IntoResponse::into_response);
+        let fallback = self
+            .routes
+            .template(req.uri().path())
+            .unwrap_or("unmatched");
+        let result = self.inner.call(req).await.map(IntoResponse::into_response);
         let (status, pattern) = match &result {
             Ok(resp) => (
                 resp.status(),

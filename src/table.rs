@@ -88,37 +88,7 @@ impl RouteTable {
     ) -> Result<Self, ConfigErrors> {
         let external = config::parse_tasks(config_text, collect_dir)?;
         let mut errors = Vec::new();
-        let mut tasks: BTreeMap<String, Arc<Task>> = BTreeMap::new();
-        for builtin in tasks::registry() {
-            let path = format!(
-                "{}/{}",
-                segment(builtin.cluster_type()),
-                segment(builtin.name())
-            );
-            let schedule = match builtin.schedule().map(Schedule::from_line) {
-                None => None,
-                Some(Ok(s)) => Some(s),
-                Some(Err(problems)) => {
-                    errors.extend(problems.into_iter().map(|p| {
-                        ConfigError::file(format!(
-                            "built-in task `{}`: field `schedule`: {p}",
-                            builtin.name()
-                        ))
-                    }));
-                    None
-                }
-            };
-            let task = Task {
-                name: builtin.name().to_string(),
-                cluster_type: builtin.cluster_type().to_string(),
-                path: path.clone(),
-                enabled: builtin.enabled(),
-                empty_param: builtin.empty_param(),
-                schedule,
-                kind: TaskKind::Builtin(builtin),
-            };
-            tasks.insert(path, Arc::new(task));
-        }
+        let mut tasks = builtin_tasks(&mut errors);
         let mut owners: HashMap<String, (usize, String)> = HashMap::new();
         for (index, t) in external.into_iter().enumerate() {
             let path = format!("{}/{}", segment(&t.cluster_type), segment(&t.name));
@@ -178,18 +148,42 @@ impl RouteTable {
     pub fn get(&self, path: &str) -> Option<&Arc<Task>> {
         self.tasks.get(path)
     }
+}
 
-    /// Every route served, in the order `/list` shows them: task routes by path, then the fixed API.
-    pub fn routes(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::with_capacity(self.tasks.len() * 2 + FIXED_ROUTES.len());
-        for path in self.tasks.keys() {
-            out.push(("POST", format!("/async/{path}")));
-            out.push(("POST", format!("/sync/{path}")));
-        }
-        out.sort_by(|a, b| a.1.cmp(&b.1));
-        out.extend(FIXED_ROUTES.iter().map(|(m, p)| (*m, p.to_string())));
-        out
+/// Every built-in task by path; a bad built-in schedule is added to `errors`.
+fn builtin_tasks(errors: &mut Vec<ConfigError>) -> BTreeMap<String, Arc<Task>> {
+    let mut tasks: BTreeMap<String, Arc<Task>> = BTreeMap::new();
+    for builtin in tasks::registry() {
+        let path = format!(
+            "{}/{}",
+            segment(builtin.cluster_type()),
+            segment(builtin.name())
+        );
+        let schedule = match builtin.schedule().map(Schedule::from_line) {
+            None => None,
+            Some(Ok(s)) => Some(s),
+            Some(Err(problems)) => {
+                errors.extend(problems.into_iter().map(|p| {
+                    ConfigError::file(format!(
+                        "built-in task `{}`: field `schedule`: {p}",
+                        builtin.name()
+                    ))
+                }));
+                None
+            }
+        };
+        let task = Task {
+            name: builtin.name().to_string(),
+            cluster_type: builtin.cluster_type().to_string(),
+            path: path.clone(),
+            enabled: builtin.enabled(),
+            empty_param: builtin.empty_param(),
+            schedule,
+            kind: TaskKind::Builtin(builtin),
+        };
+        tasks.insert(path, Arc::new(task));
     }
+    tasks
 }
 
 /// Why the service could not start.
@@ -248,27 +242,6 @@ pub fn build_table(
         errors,
     })
 }
-
-/// The routes that do not depend on the config.
-pub const FIXED_ROUTES: &[(&str, &str)] = &[
-    ("POST", "/async/kill"),
-    ("POST", "/async/query"),
-    ("GET", "/discovery"),
-    ("GET", "/list"),
-    ("GET", "/ping"),
-    ("GET", "/-/config"),
-    ("POST", "/-/reload"),
-    ("GET", "/results"),
-    ("GET", "/-/store"),
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    ("GET", "/metrics"),
-    ("GET", "/async/output"),
-    ("GET", "/async/output-stream"),
-    ("GET", "/openapi.json"),
-    ("GET", "/openapi.yaml"),
-    ("GET", "/swagger"),
-];
 
 /// FNV-1a, 64 bit: enough to tell two config texts apart in a status page.
 pub fn checksum(bytes: &[u8]) -> String {
@@ -331,21 +304,5 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains("task #2 `shell-echo`: field `name`: maps to /sync/tendb-cluster/shell-echo, which task #1 `shell_echo` already has"), "{text}");
         assert!(text.contains("task #3 `counter`"), "{text}");
-    }
-
-    #[test]
-    fn routes_list_is_sorted_and_ends_with_fixed_api() {
-        let dir = tempfile::tempdir().unwrap();
-        let yaml = "- {name: demo1, cluster_type: TendbCluster, language: sh, executable: echo, collected: false}";
-        let Ok(t) = RouteTable::build(yaml, dir.path(), 1) else {
-            panic!("valid config rejected")
-        };
-        let routes = t.routes();
-        assert_eq!(
-            routes[0],
-            ("POST", "/async/tendb-cluster/demo1".to_string())
-        );
-        assert!(routes.contains(&("POST", "/sync/tendb-ha/counter".to_string())));
-        assert_eq!(routes.last().unwrap().1, "/swagger");
     }
 }

@@ -33,6 +33,9 @@ const READ_ROUTES: &[&str] = &[
     "/async/query",
     "/async/output",
     "/async/output-stream",
+    "/results",
+    "/-/store",
+    "/-/config",
 ];
 
 async fn call(s: &Server, method: &str, path: &str, token: Option<&str>) -> (u16, String, bool) {
@@ -97,8 +100,8 @@ async fn every_route_list_reports_needs_the_right_token() {
         })
         .collect();
     assert!(routes.len() > 20, "{routes:?}");
-    // A route that does not exist yet (the result history) is protected by default.
-    routes.push(("GET".into(), "/results".into()));
+    // A path no route serves is protected by default.
+    routes.push(("GET".into(), "/no-such-route".into()));
     routes.push(("POST".into(), "/sync/no-such/task".into()));
     for (method, path) in &routes {
         // The stream would wait for a run: ask it about a session that cannot exist.
@@ -186,4 +189,58 @@ async fn metrics_token_closes_metrics() {
     assert_eq!(call(&s, "GET", "/metrics", Some("scrape")).await.0, 200);
     // Authentication of everything else stays off.
     assert_eq!(call(&s, "GET", "/list", None).await.0, 200);
+}
+
+/// A read-only token looks at the result history, the store and the served config, and still
+/// starts, kills and reloads nothing.
+#[tokio::test]
+async fn a_read_token_reads_results_store_and_config_and_changes_nothing() {
+    let tokens = format!("--auth-token={FULL}");
+    let read = format!("--read-token={READ}");
+    let s = Server::start(OPS_TASKS, &[&tokens, &read]);
+    let data = |body: &str| -> Value {
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{body}"));
+        assert_eq!(v["code"], 0, "{body}");
+        v["data"].clone()
+    };
+    let (st, body, _) = call(&s, "GET", "/results", Some(READ)).await;
+    assert_eq!(st, 200, "{body}");
+    assert!(data(&body)["records"].is_array(), "{body}");
+    let (st, body, _) = call(&s, "GET", "/-/store", Some(READ)).await;
+    assert_eq!(st, 200, "{body}");
+    assert!(data(&body)["backend"].is_string(), "{body}");
+    let (st, body, _) = call(&s, "GET", "/-/config", Some(READ)).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(data(&body)["generation"], 1, "{body}");
+
+    for (method, path) in [
+        ("POST", "/sync/tendb-cluster/demo1"),
+        ("POST", "/async/tendb-cluster/demo1"),
+        ("POST", "/async/kill"),
+        ("POST", "/-/reload"),
+    ] {
+        let (st, body, bearer) = call(&s, method, path, Some(READ)).await;
+        assert_refused(
+            st,
+            &body,
+            bearer,
+            403,
+            &format!("{method} {path} with a read token"),
+        );
+    }
+    // Nothing was started: no session, and no run in the history.
+    let resp = s
+        .http
+        .post(format!("{}/async/query", s.base))
+        .bearer_auth(FULL)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let body = resp.text().await.unwrap();
+    assert_eq!(data(&body), serde_json::json!([]), "{body}");
+    let (_, body, _) = call(&s, "GET", "/results", Some(FULL)).await;
+    assert_eq!(data(&body)["records"], serde_json::json!([]), "{body}");
+    let (_, body, _) = call(&s, "GET", "/-/config", Some(FULL)).await;
+    assert_eq!(data(&body)["generation"], 1, "{body}");
 }

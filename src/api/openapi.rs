@@ -1,34 +1,29 @@
-//! The served OpenAPI document and the bundled Swagger UI.
+//! The OpenAPI document.
 //!
 //! poem-openapi documents the fixed API from its types and `///` comments, but the task endpoints
 //! are one generic poem handler whose real paths come from the config. So the document is built in
 //! two steps: poem-openapi's document for the fixed API, parsed as JSON, plus one sync and one
 //! async operation per enabled task at its concrete path, generated from the current
 //! [`RouteTable`]. Because the table is read at request time (and the result cached per table
-//! generation), the document follows every reload.
-//!
-//! Swagger UI comes from the npm package `swagger-ui-dist`, vendored in `assets/swagger/` and
-//! compiled into the binary: the hosts have no internet, and poem-openapi's own Swagger UI page
-//! inlines a document fixed at start-up instead of loading the live one.
+//! generation, see [`super::rendered`]), the document follows every reload. Which operations
+//! need a token comes from the route declarations ([`super::catalogue`]).
 
-use super::rendered::Cache;
-use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use poem::http::{header, Method, StatusCode};
-use poem::web::Data;
-use poem::{get, handler, EndpointExt, Response, Route};
+use poem::http::Method;
 use poem_openapi::registry::{MetaApi, Registry};
 use poem_openapi::types::Type;
 use poem_openapi::{OpenApi, OpenApiService};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use super::catalogue::{self, FixedApi};
 use super::task_ops::{operation, request_body, task_responses, Kind};
-use super::{Api, Envelope, ErrorEnvelope};
-use crate::app::App;
+use crate::http::{Access, Envelope, ErrorEnvelope};
 use crate::table::RouteTable;
+
+pub use super::rendered::to_json;
 
 /// The document's title.
 pub const TITLE: &str = "celery-service";
@@ -51,27 +46,25 @@ const SERVICE_TAG: &str = "service";
 /// The tag of the document and UI routes.
 const DOCS_TAG: &str = "documentation";
 
-/// Documents the fixed API without an [`App`]: `OpenApiService` wants an API value, but the
-/// document depends only on [`Api`]'s types, so `celery-service openapi` needs no running state.
+/// Documents the fixed API without an [`App`](crate::app::App): `OpenApiService` wants an API
+/// value, but the document depends only on the API's types, so `celery-service openapi` needs
+/// no running state.
 struct DocOnly;
 
 impl OpenApi for DocOnly {
     fn meta() -> Vec<MetaApi> {
-        let mut meta = Api::meta();
-        meta.extend(super::ops::OpsApi::meta());
-        meta
+        FixedApi::meta()
     }
 
     fn register(registry: &mut Registry) {
-        Api::register(registry);
-        super::ops::OpsApi::register(registry);
+        FixedApi::register(registry);
     }
 
     fn add_routes(
         self,
         _routes: &mut HashMap<String, HashMap<Method, poem::endpoint::BoxEndpoint<'static>>>,
     ) {
-        // Never served: the real `Api` is mounted by `api::build`.
+        // Never served: the real API is mounted by `api::build`.
     }
 }
 
@@ -169,7 +162,6 @@ pub fn document(table: &RouteTable) -> Value {
 /// service runs with `--auth-token` (always declared, so the committed document is the served
 /// one; with authentication off the header is ignored). `/metrics` takes it optionally.
 fn declare_bearer(doc: &mut Value) {
-    use crate::auth::{access, Access};
     doc["components"]["securitySchemes"] = json!({
         "bearer": {"type": "http", "scheme": "bearer",
                    "description": "A token of --auth-token / --auth-token-file (or --read-token for read-only routes)"}
@@ -178,7 +170,7 @@ fn declare_bearer(doc: &mut Value) {
         return;
     };
     for (path, item) in paths.iter_mut() {
-        let security = match access(path) {
+        let security = match catalogue::ROUTES.access(path) {
             Access::Open => continue,
             Access::Metrics => json!([{}, {"bearer": []}]),
             Access::Read | Access::Protected => json!([{"bearer": []}]),
@@ -193,14 +185,7 @@ fn declare_bearer(doc: &mut Value) {
     }
 }
 
-/// The document as pretty JSON with a trailing newline: the served and the committed form.
-pub fn to_json(doc: &Value) -> String {
-    let mut text = serde_json::to_string_pretty(doc).unwrap_or_default();
-    text.push('\n');
-    text
-}
-
-/// The operations of this module's own routes.
+/// The operations of the document routes ([`super::documents`]).
 fn doc_routes(paths: &mut BTreeMap<String, Value>) {
     let get = |summary: &str, id: &str, media: &str, schema: Value| {
         json!({"get": {
@@ -242,82 +227,13 @@ fn doc_routes(paths: &mut BTreeMap<String, Value>) {
     );
 }
 
-fn text(content_type: &'static str, body: Bytes) -> Response {
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, content_type)
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(poem::Body::from_bytes(body))
-}
-
-#[handler]
-async fn openapi_json(Data(app): Data<&Arc<App>>, Data(cache): Data<&Arc<Cache>>) -> Response {
-    let r = cache.get(app.routes.load()).await;
-    text("application/json", r.json.clone())
-}
-
-#[handler]
-async fn openapi_yaml(Data(app): Data<&Arc<App>>, Data(cache): Data<&Arc<Cache>>) -> Response {
-    let r = cache.get(app.routes.load()).await;
-    text("application/yaml", r.yaml.clone())
-}
-
-/// A bundled file. The page itself is revalidated on every load; the big files behind it are
-/// cached by browsers for a day (they change only with a deploy).
-fn asset(content_type: &'static str, bytes: &'static [u8]) -> poem::RouteMethod {
-    let cache = if content_type.starts_with("text/html") {
-        "no-cache"
-    } else {
-        "public, max-age=86400"
-    };
-    get(poem::endpoint::make_sync(move |_| {
-        Response::builder()
-            .header(header::CONTENT_TYPE, content_type)
-            .header(header::CACHE_CONTROL, cache)
-            .body(bytes)
-    }))
-}
-
-/// Adds `/openapi.json`, `/openapi.yaml`, `/swagger` and Swagger UI's files to `route`.
-pub fn mount(route: Route) -> Route {
-    let cache = Arc::new(Cache::default());
-    route
-        .at("/openapi.json", get(openapi_json).data(cache.clone()))
-        .at("/openapi.yaml", get(openapi_yaml).data(cache))
-        .at(
-            "/swagger",
-            asset(
-                "text/html; charset=utf-8",
-                include_bytes!("../../assets/swagger/index.html"),
-            ),
-        )
-        .at(
-            "/swagger/swagger-ui-bundle.js",
-            asset(
-                "text/javascript; charset=utf-8",
-                include_bytes!("../../assets/swagger/swagger-ui-bundle.js"),
-            ),
-        )
-        .at(
-            "/swagger/swagger-ui.css",
-            asset(
-                "text/css; charset=utf-8",
-                include_bytes!("../../assets/swagger/swagger-ui.css"),
-            ),
-        )
-        .at(
-            "/swagger/favicon-32x32.png",
-            asset(
-                "image/png",
-                include_bytes!("../../assets/swagger/favicon-32x32.png"),
-            ),
-        )
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::rendered::Cache;
     use super::*;
     use crate::config::Schedule;
+    use crate::http::Doc;
+    use std::sync::Arc;
 
     fn table(yaml: &str) -> RouteTable {
         let dir = tempfile::tempdir().unwrap();
@@ -364,6 +280,43 @@ mod tests {
         );
     }
 
+    /// Every declared route is in the document unless it is declared undocumented, and the
+    /// document has nothing undeclared.
+    #[test]
+    fn the_document_has_every_declared_route_and_nothing_else() {
+        let doc = document(&table(YAML));
+        let paths = doc["paths"].as_object().unwrap();
+        for r in catalogue::ROUTES.iter() {
+            let method = r.method.to_lowercase();
+            let documented: Vec<_> = paths
+                .iter()
+                .filter(|(p, item)| r.matches(p) && item.get(&method).is_some())
+                .map(|(p, _)| p.as_str())
+                .collect();
+            match r.doc {
+                Doc::Listed => assert_eq!(documented, [r.path], "{} {}", r.method, r.path),
+                Doc::PerTask => assert!(
+                    documented.iter().any(|p| *p != r.path),
+                    "{} {} has no per-task operation in the document",
+                    r.method,
+                    r.path
+                ),
+                Doc::Undocumented => assert!(documented.is_empty(), "{}", r.path),
+            }
+        }
+        for (path, item) in paths {
+            for method in item.as_object().unwrap().keys() {
+                let upper = method.to_uppercase();
+                assert!(
+                    catalogue::ROUTES
+                        .iter()
+                        .any(|r| r.method == upper && r.matches(path)),
+                    "the document has {upper} {path}, which no route declares"
+                );
+            }
+        }
+    }
+
     #[test]
     fn document_is_deterministic_and_ends_with_a_newline() {
         let a = to_json(&document(&table(YAML)));
@@ -374,7 +327,7 @@ mod tests {
 
     #[tokio::test]
     async fn cache_renders_again_only_for_a_new_generation() {
-        let cache = Cache::default();
+        let cache = Cache::new(document);
         let first = cache.get(Arc::new(table(YAML))).await;
         assert!(Arc::ptr_eq(&first, &cache.get(Arc::new(table(YAML))).await));
         let dir = tempfile::tempdir().unwrap();

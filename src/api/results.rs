@@ -1,11 +1,17 @@
-//! `GET /results` and `GET /-/store`: the result store's history and state, and the answers of
-//! the fixed API when a session is only in the store (after a restart, or on another replica).
+//! `GET /results`: the result store's history of runs, newest first, a page at a time.
 
+use std::sync::Arc;
+
+use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::envelope::{Envelope, ErrorEnvelope};
+use crate::app::App;
+use crate::http::{Access, Envelope, ErrorEnvelope, Route};
 use crate::store::{History, Record, StoreError};
+
+/// The routes of this file, with the access each needs: the history starts and stops nothing.
+pub const ROUTES: &[Route] = &[Route::new("GET", "/results", Access::Read).listed(7)];
 
 /// Records per page when `limit` is not given.
 const DEFAULT_LIMIT: u32 = 50;
@@ -83,6 +89,39 @@ pub fn page(records: Vec<Record>, limit: i64) -> ResultsPage {
         })
         .flatten();
     ResultsPage { records, next }
+}
+
+/// The result history API.
+pub struct ResultsApi {
+    /// The service.
+    pub app: Arc<App>,
+}
+
+#[OpenApi]
+impl ResultsApi {
+    /// Result history from the result store, newest first.
+    ///
+    /// Filters: `task` (a task path such as `tendb-cluster/demo1`), `status` (`ok`, `failed`,
+    /// `killed`, `cancelled`, `timed_out`, `shutdown`, `lost`, `running`, …); `limit` (1-1000,
+    /// default 50); `before`: the `next` cursor of the previous page.
+    #[oai(path = "/results", method = "get")]
+    async fn results(
+        &self,
+        task: Query<Option<String>>,
+        status: Query<Option<String>>,
+        limit: Query<Option<u32>>,
+        before: Query<Option<String>>,
+    ) -> ResultsAnswer {
+        let h = match history(task.0, status.0, limit.0, before.0) {
+            Ok(h) => h,
+            Err(e) => return ResultsAnswer::BadRequest(Json(ErrorEnvelope::new(e))),
+        };
+        let limit = h.limit;
+        match self.app.store.history(h).await {
+            Ok(records) => ResultsAnswer::Ok(Json(Envelope::ok(page(records, limit)))),
+            Err(e) => ResultsAnswer::unavailable(&e),
+        }
+    }
 }
 
 fn parse_cursor(raw: &str) -> Option<(i64, String)> {

@@ -6,8 +6,8 @@ use poem_openapi::types::Type;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{Envelope, ErrorEnvelope};
 use crate::config::Schedule;
+use crate::http::{Envelope, ErrorEnvelope};
 use crate::table::{Task, TaskKind};
 
 /// The answers task operations share, once in `components/responses`: with thousands of tasks,

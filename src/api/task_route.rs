@@ -7,27 +7,44 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use poem::http::StatusCode;
 use poem::web::{Data, Path};
-use poem::{handler, Body, Request, Response};
+use poem::{handler, post, Body, EndpointExt, Request, Response};
 
-use super::{body, envelope, hangup, refusal, Envelope, ErrorEnvelope};
+use super::{body, hangup, refusal};
 use crate::app::{self, App};
+use crate::http::{respond, Access, Envelope, ErrorEnvelope, Route};
+
+/// `POST /sync/<cluster-type>/<name>`: starts and stops runs, so a full token only. `/list` and
+/// the document show it once per task.
+const SYNC: Route = Route::new("POST", "/sync/:cluster_type/:name", Access::Protected).per_task();
+/// `POST /async/<cluster-type>/<name>`, declared as [`SYNC`] is.
+const ASYNC: Route = Route::new("POST", "/async/:cluster_type/:name", Access::Protected).per_task();
+
+/// The routes of this file, with the access each needs.
+pub const ROUTES: &[Route] = &[SYNC, ASYNC];
+
+/// Adds both task routes to `route`, at their declared templates.
+pub fn mount(route: poem::Route) -> poem::Route {
+    route
+        .at(SYNC.path, post(task_route.data(Mode::Sync)))
+        .at(ASYNC.path, post(task_route.data(Mode::Async)))
+}
 
 /// Reads a whole request body of at most `max` bytes (`--max-body-bytes`).
 ///
 /// Collected frame by frame under `http_body_util::Limited` rather than with poem's
-/// `into_bytes_limit`, which zeroes a 4 KiB read buffer that it keeps inside the handler's future,
-/// so every sync call used to zero and copy it (BENCHMARKS.md, step 15).
+/// `into_bytes_limit`, which zeroes a read buffer kept inside the handler's future, so every
+/// sync call would zero and copy it.
 async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, Response> {
     let body: BoxBody<bytes::Bytes, std::io::Error> = body.into();
     match Limited::new(body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(envelope::respond(
+        Err(e) if e.is::<LengthLimitError>() => Err(respond(
             StatusCode::PAYLOAD_TOO_LARGE,
             &ErrorEnvelope::new(format!(
                 "the body is larger than {max} bytes (--max-body-bytes)"
             )),
         )),
-        Err(e) => Err(envelope::respond(
+        Err(e) => Err(respond(
             StatusCode::BAD_REQUEST,
             &ErrorEnvelope::new(format!("cannot read the body: {e}")),
         )),
@@ -47,7 +64,7 @@ async fn prepare(
     path.push('/');
     path.push_str(name);
     let Some(task) = table.get(&path).cloned() else {
-        return Err(envelope::respond(
+        return Err(respond(
             StatusCode::NOT_FOUND,
             &ErrorEnvelope::new(format!("no task at {path} (GET /list shows every route)")),
         ));
@@ -59,20 +76,20 @@ async fn prepare(
             app::Input::Args(args) => app.settings.request_limits.check_args(args).map(|()| input),
             app::Input::Builtin(..) => Ok(input),
         })
-        .map_err(|e| envelope::respond(StatusCode::BAD_REQUEST, &ErrorEnvelope::new(e)))?;
+        .map_err(|e| respond(StatusCode::BAD_REQUEST, &ErrorEnvelope::new(e)))?;
     Ok((task, input))
 }
 
 /// How a task route runs its task.
 #[derive(Clone, Copy)]
-pub enum Mode {
+enum Mode {
     Sync,
     Async,
 }
 
 /// `POST /sync/<ct>/<name>` and `POST /async/<ct>/<name>`: the task and its input, then the run.
 #[handler]
-pub async fn task_route(
+async fn task_route(
     Path((ct, name)): Path<(String, String)>,
     body: Body,
     Data(app): Data<&Arc<App>>,
@@ -98,7 +115,7 @@ async fn sync_task(
 ) -> Response {
     let client_gone = hangup::client_gone(req);
     match app.runs.run_sync(task, input, client_gone).await {
-        Ok(r) => envelope::respond(
+        Ok(r) => respond(
             StatusCode::OK,
             &Envelope::of(r.ok, r.data.clone(), r.msg.clone()),
         ),
@@ -113,11 +130,8 @@ fn async_task(
     input: app::Input,
     req: &Request,
 ) -> Response {
-    match app
-        .runs
-        .start_async(task, input, req.header("idempotency-key"))
-    {
-        Ok(id) => envelope::respond(StatusCode::OK, &Envelope::ok(id.to_string())),
+    match app.runs.start_async(task, input, req.header("idempotency-key")) {
+        Ok(id) => respond(StatusCode::OK, &Envelope::ok(id.to_string())),
         Err(refused) => refusal::answer(&refused),
     }
 }

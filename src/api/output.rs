@@ -1,5 +1,5 @@
-//! Operations endpoints: `/healthz`, `/readyz`, `/metrics`, and a run's output by offset
-//! (`/async/output`) or as server-sent events (`/async/output-stream`).
+//! A run's output: by offset (`GET /async/output`) or as server-sent events
+//! (`GET /async/output-stream`), read from its task's log file.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,57 +8,29 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use poem::web::sse::Event;
 use poem::IntoResponse;
 use poem_openapi::param::{Header, Query};
-use poem_openapi::payload::{EventStream, Json, Payload, PlainText};
+use poem_openapi::payload::{EventStream, Json, Payload};
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
-use super::envelope::{Envelope, ErrorEnvelope};
+use super::sessions::parse_session_id;
 use crate::app::App;
-use crate::health::{self, Check};
+use crate::http::{Access, Envelope, ErrorEnvelope, Route};
 use crate::logs::tail::{self, TailError};
+
+/// The routes of this file, with the access each needs: reading output stops nothing.
+pub const ROUTES: &[Route] = &[
+    Route::new("GET", "/async/output", Access::Read).listed(12),
+    Route::new("GET", "/async/output-stream", Access::Read).listed(13),
+];
 
 /// How often the event stream looks for new output while the run goes on.
 const STREAM_POLL: Duration = Duration::from_millis(200);
 
-/// The operations API.
-pub struct OpsApi {
+/// The output API.
+pub struct OutputApi {
     /// The service.
     pub app: Arc<App>,
-}
-
-/// What `/readyz` answers.
-#[derive(Debug, Clone, Object)]
-pub struct Readiness {
-    /// Whether every check passed.
-    pub ready: bool,
-    /// Every check, with what it found.
-    pub checks: Vec<Check>,
-}
-
-/// Answers of `/readyz`.
-#[derive(ApiResponse)]
-pub enum ReadyAnswer {
-    /// Every check passed.
-    #[oai(status = 200)]
-    Ready(Json<Readiness>),
-    /// A check failed; `checks` says which and why.
-    #[oai(status = 503)]
-    NotReady(Json<Readiness>),
-}
-
-/// Answers of `/metrics`.
-#[derive(ApiResponse)]
-pub enum MetricsAnswer {
-    /// The scrape, in the OpenMetrics text format.
-    #[oai(
-        status = 200,
-        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"
-    )]
-    Ok(PlainText<String>),
-    /// `--metrics-token` is set and the request carries no valid token.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorEnvelope>),
 }
 
 /// One output line of a run.
@@ -130,9 +102,9 @@ impl<P: Payload + IntoResponse> From<Refused> for OutputAnswer<P> {
     }
 }
 
-impl OpsApi {
+impl OutputApi {
     fn source(&self, session_id: &str, task: Option<&str>) -> Result<Source, Refused> {
-        let session = super::parse_session_id(session_id).map_err(Refused::Bad)?;
+        let session = parse_session_id(session_id).map_err(Refused::Bad)?;
         let path = match self.app.runs.session(session) {
             Some(s) => s.task,
             None => task.map(String::from).ok_or_else(|| {
@@ -192,41 +164,7 @@ impl OpsApi {
 }
 
 #[OpenApi]
-impl OpsApi {
-    /// Liveness probe: the process answers. Always open.
-    #[oai(path = "/healthz", method = "get")]
-    async fn healthz(&self) -> Json<Readiness> {
-        Json(Readiness {
-            ready: true,
-            checks: Vec::new(),
-        })
-    }
-
-    /// Readiness probe: the config is loaded and every added check (the result store) passes.
-    /// Always open; the body says what is not ready.
-    #[oai(path = "/readyz", method = "get")]
-    async fn readyz(&self) -> ReadyAnswer {
-        let mut checks = vec![health::config_check(&self.app.reloader.status())];
-        checks.extend(self.app.readiness.run());
-        let ready = checks.iter().all(|c| c.ready);
-        let body = Json(Readiness { ready, checks });
-        if ready {
-            ReadyAnswer::Ready(body)
-        } else {
-            ReadyAnswer::NotReady(body)
-        }
-    }
-
-    /// Prometheus metrics (see docs/operations.md, Monitoring). Open unless `--metrics-token` is set.
-    #[oai(path = "/metrics", method = "get")]
-    async fn metrics(&self) -> MetricsAnswer {
-        let now = crate::metrics::Snapshot {
-            sessions: self.app.runs.session_count(),
-            generation: self.app.routes.load().generation,
-        };
-        MetricsAnswer::Ok(PlainText(crate::metrics::render(now)))
-    }
-
+impl OutputApi {
     /// A run's stdout and stderr lines from byte `offset` of its task log, the offset to ask
     /// for next, and whether the run is done. Start at 0 (or a previous `next_offset`).
     #[oai(path = "/async/output", method = "get")]
@@ -270,7 +208,7 @@ impl OpsApi {
             Ok(src) => src,
             Err(e) => return e.into(),
         };
-        let ops = Arc::new(OpsApi {
+        let ops = Arc::new(OutputApi {
             app: self.app.clone(),
         });
         let start = (ops, src, last_event_id.0.or(offset.0).unwrap_or(0), false);

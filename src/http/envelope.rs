@@ -1,6 +1,7 @@
 //! The `{code, data, msg}` envelope every answer uses, and the OpenAPI document describes: one
 //! [`Envelope`] for answers that carry data (a failed sync run too: `code` 1, HTTP 200), and
-//! [`ErrorEnvelope`] for refused requests, whose `data` is always null.
+//! [`ErrorEnvelope`] for refused requests, whose `data` is always null; and [`error_response`],
+//! the one mapping of errors nobody else answered (poem's own 404, 405, unparsable input) to it.
 
 use poem::http::StatusCode;
 use poem::Response;
@@ -68,4 +69,22 @@ pub fn respond<T: ToJSON>(status: StatusCode, body: &T) -> Response {
         .status(status)
         .content_type("application/json; charset=utf-8")
         .body(json)
+}
+
+/// An error answer with `status` saying `msg`: what the middleware (authentication) and
+/// [`error_response`] send.
+pub fn refuse(status: StatusCode, msg: impl Into<String>) -> Response {
+    respond(status, &ErrorEnvelope::new(msg))
+}
+
+/// The one mapping of an error that no operation answered itself (poem's 404 and 405, a body
+/// or parameter poem cannot parse) to the envelope, keeping its HTTP status. Operations answer
+/// their own errors with the typed variants their document lists.
+pub async fn error_response(err: poem::Error) -> Response {
+    let status = err.status();
+    if status == StatusCode::NOT_FOUND {
+        refuse(status, "no such route (GET /list shows every route)")
+    } else {
+        refuse(status, err.to_string())
+    }
 }
