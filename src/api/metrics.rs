@@ -33,7 +33,7 @@ pub struct MetricsApi {
 
 #[OpenApi]
 impl MetricsApi {
-    /// Prometheus metrics (see README, Monitoring). Open unless `--metrics-token` is set.
+    /// Prometheus metrics (see docs/operations.md, Monitoring). Open unless `--metrics-token` is set.
     #[oai(path = "/metrics", method = "get")]
     async fn metrics(&self) -> MetricsAnswer {
         let now = crate::metrics::Snapshot {

@@ -6,8 +6,8 @@ use poem::Response;
 use poem_openapi::types::Type;
 use serde_json::{json, Value};
 
-use crate::supervisor::Refusal;
 use crate::http::{respond, ErrorEnvelope};
+use crate::supervisor::Refusal;
 
 /// What a client is asked to wait before calling again after a 429 or 503, in seconds.
 const RETRY_AFTER_SECS: u32 = 1;

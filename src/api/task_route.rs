@@ -130,7 +130,10 @@ fn async_task(
     input: app::Input,
     req: &Request,
 ) -> Response {
-    match app.runs.start_async(task, input, req.header("idempotency-key")) {
+    match app
+        .runs
+        .start_async(task, input, req.header("idempotency-key"))
+    {
         Ok(id) => respond(StatusCode::OK, &Envelope::ok(id.to_string())),
         Err(refused) => refusal::answer(&refused),
     }
