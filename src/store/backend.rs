@@ -51,12 +51,26 @@ pub struct Condition {
     pub last_error: Option<String>,
 }
 
+impl Condition {
+    /// Records go straight to the backend; nothing waits, nothing failed.
+    pub fn connected() -> Self {
+        Self {
+            state: StoreState::Connected,
+            spool_size: 0,
+            last_error: None,
+        }
+    }
+}
+
 /// A place records are written to and read from. Every call may fail with a [`StoreError`];
 /// the caller decides what then happens to the records (the writer retries, never drops).
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
-    /// How it is doing now.
-    fn condition(&self) -> Condition;
+    /// How it is doing now; a backend without a spool of its own is always connected (its
+    /// failures are the writer's last error).
+    fn condition(&self) -> Condition {
+        Condition::connected()
+    }
 
     /// Upserts a batch by session id. An ended record always wins; a running one never replaces
     /// an ended one, so a replay in any order cannot undo an end.

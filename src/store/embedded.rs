@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::backend::{Backend, Condition, History, Profile};
+use super::backend::{Backend, History, Profile};
 use super::record::Record;
 use super::sqlite::{blocking, Sqlite};
 use super::state::StoreState;
@@ -35,14 +35,6 @@ pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn Backend>, StoreErr
 
 #[async_trait]
 impl Backend for Embedded {
-    fn condition(&self) -> Condition {
-        Condition {
-            state: StoreState::Connected,
-            spool_size: 0,
-            last_error: None,
-        }
-    }
-
     async fn write(&self, batch: &[Record]) -> Result<(), StoreError> {
         let batch = batch.to_vec();
         blocking(&self.db, move |db| db.write(&batch)).await

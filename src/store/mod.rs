@@ -262,3 +262,6 @@ impl Running {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

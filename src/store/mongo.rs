@@ -12,7 +12,7 @@ use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, IndexModel};
 
-use super::backend::{Backend, Condition, History, Profile};
+use super::backend::{Backend, History, Profile};
 use super::record::{Record, LOST};
 use super::spool::Spooled;
 use super::state::StoreState;
@@ -99,15 +99,6 @@ impl Mongo {
 
 #[async_trait]
 impl Backend for Mongo {
-    /// Always connected: while it is not, its records are in the spool, which says so.
-    fn condition(&self) -> Condition {
-        Condition {
-            state: StoreState::Connected,
-            spool_size: 0,
-            last_error: None,
-        }
-    }
-
     /// Upserts every record by session id, concurrently. An ended record always replaces; a
     /// running one only replaces a running one (otherwise its upsert meets the unique `_id`
     /// and is dropped), so a replay in any order cannot undo an end or write twice.

@@ -36,8 +36,7 @@ impl Backend for Off {
     fn condition(&self) -> Condition {
         Condition {
             state: StoreState::Off,
-            spool_size: 0,
-            last_error: None,
+            ..Condition::connected()
         }
     }
 
