@@ -99,8 +99,7 @@ impl App {
             let status = store.status();
             crate::health::Check {
                 name: "store".into(),
-                // Spooling is ready: records wait on local disk and nothing is lost.
-                ready: matches!(status.state.as_str(), "connected" | "spooling" | "off"),
+                ready: status.state.is_ready(),
                 detail: format!(
                     "{} {} ({}; {} queued, {} spooled)",
                     status.backend,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde_json::Value;
 
 use crate::app::App;
 use crate::http::{Access, Envelope, ErrorEnvelope, Route};
@@ -18,11 +19,97 @@ const DEFAULT_LIMIT: u32 = 50;
 /// Most records per page.
 const MAX_LIMIT: u32 = 1000;
 
+// The answer's own type, not the stored `Record`: how the store keeps a record can change
+// without changing the API. Its schema keeps the name and the description it always had.
+/// One run as the result store keeps it.
+#[derive(Debug, Clone, PartialEq, Object)]
+#[oai(rename = "Record")]
+pub struct ResultRecord {
+    /// Session id (UUID v4); unique.
+    pub session_id: String,
+    /// Task name as configured.
+    pub task: String,
+    /// Cluster type as configured.
+    pub cluster_type: String,
+    /// The task's path, e.g. `tendb-cluster/demo1` (what `GET /results?task=` filters on).
+    pub path: String,
+    /// `sync` or `async`.
+    pub mode: String,
+    /// The POSTed arguments (array for external tasks, object for built-in ones).
+    pub args: Value,
+    /// The command as executed (program and quoted arguments), or `builtin <path>`.
+    pub command: String,
+    /// Host name of the service that ran it.
+    pub host: String,
+    /// Per-process id of the service that ran it (two replicas may share a host).
+    pub instance: String,
+    /// Version of the service that ran it.
+    pub version: String,
+    /// `running`, `ok`, `failed`, `killed`, `cancelled`, `timed_out`, `shutdown`, `replaced`
+    /// or `lost`.
+    pub status: String,
+    /// Whether the run has ended (every status but `running`).
+    pub done: bool,
+    /// Start time, milliseconds since the Unix epoch.
+    pub start_ms: i64,
+    /// End time, milliseconds since the Unix epoch; null while it runs.
+    #[oai(nullable)]
+    pub end_ms: Option<i64>,
+    /// How long it ran, in milliseconds; null while it runs.
+    #[oai(nullable)]
+    pub duration_ms: Option<i64>,
+    /// Exit code of an external task that exited by itself.
+    #[oai(nullable)]
+    pub exit_code: Option<i32>,
+    /// The signal that ended an external task, if one did.
+    #[oai(nullable)]
+    pub signal: Option<i32>,
+    /// Last non-empty stdout line (a built-in task's result).
+    pub stdout_last: String,
+    /// Last non-empty stderr line.
+    pub stderr_last: String,
+    /// `""` on success, the failure text otherwise.
+    pub error: String,
+    /// When the owner last said it is alive, milliseconds since the Unix epoch.
+    pub heartbeat_ms: i64,
+    /// Set by a replica asked to kill a session another replica owns.
+    pub kill_requested: bool,
+}
+
+impl From<Record> for ResultRecord {
+    fn from(r: Record) -> Self {
+        Self {
+            session_id: r.session_id,
+            task: r.task,
+            cluster_type: r.cluster_type,
+            path: r.path,
+            mode: r.mode,
+            args: r.args,
+            command: r.command,
+            host: r.host,
+            instance: r.instance,
+            version: r.version,
+            status: r.status,
+            done: r.done,
+            start_ms: r.start_ms,
+            end_ms: r.end_ms,
+            duration_ms: r.duration_ms,
+            exit_code: r.exit_code,
+            signal: r.signal,
+            stdout_last: r.stdout_last,
+            stderr_last: r.stderr_last,
+            error: r.error,
+            heartbeat_ms: r.heartbeat_ms,
+            kill_requested: r.kill_requested,
+        }
+    }
+}
+
 /// One page of `GET /results`, newest first.
 #[derive(Debug, Clone, Object)]
 pub struct ResultsPage {
     /// The records.
-    pub records: Vec<Record>,
+    pub records: Vec<ResultRecord>,
     /// Pass as `before` for the next (older) page; null on the last page.
     #[oai(nullable)]
     pub next: Option<String>,
@@ -88,7 +175,10 @@ pub fn page(records: Vec<Record>, limit: i64) -> ResultsPage {
                 .map(|r| format!("{}_{}", r.start_ms, r.session_id))
         })
         .flatten();
-    ResultsPage { records, next }
+    ResultsPage {
+        records: records.into_iter().map(ResultRecord::from).collect(),
+        next,
+    }
 }
 
 /// The result history API.

@@ -1,34 +1,56 @@
 //! The result store: every run's record, kept so that no result is lost.
 //!
-//! - [`record`]: the record type and how it reads as a session.
-//! - [`sqlite`]: the embedded store (SQLite, the default), which is also the spool.
-//! - [`mongo`]: MongoDB through the official driver (`--db-address`).
-//! - [`writer`]: the bounded queue, the batching writer, the spool and its replay, and the
-//!   maintenance loop (heartbeat, kill requests from other replicas, lost runs, retention).
+//! - [`Store`] (here): what the rest of the service calls. [`Store::put`] only puts a record
+//!   on the queue; it never waits for the database, and a database error never fails it.
+//! - [`backend`]: the [`Backend`] trait every backend implements, and [`Kind`], the one list of
+//!   backends.
+//! - [`embedded`]: SQLite in one local file (the default); [`sqlite`] holds its queries.
+//! - [`mongo`]: MongoDB through the official driver (`--db-address`), behind the spool.
+//! - [`off`]: `--no-result-store`; every "off" answer of the store comes from it.
+//! - [`spool`]: the local buffer wrapped around a remote backend while it is unreachable.
+//! - [`writer`]: the bounded queue and the batch writer; [`maintenance`]: heartbeat, kill
+//!   requests from other replicas, lost runs of stopped replicas, retention. Both see the
+//!   backend only through the trait.
+//! - [`record`]: the stored record; [`state`]: the typed state and `/-/store`'s answer;
+//!   [`settings`]: the flags and the connection strings.
 //!
-//! A request only puts a record on the queue ([`Store::put`]); it never waits for the
-//! database, and a database error never fails it.
+//! **Adding a backend** is one file and one variant: a new `src/store/<name>.rs` with a type
+//! implementing [`Backend`] and its `profile` and `open` functions (a remote one wraps itself
+//! in [`spool::Spooled`] in `open`, as [`mongo::open`] does), and one variant of [`Kind`] in
+//! `src/store/backend.rs`, with its arm in `Kind::of`, `Kind::profile` and `Kind::open`.
 
+pub mod backend;
+pub mod embedded;
+pub mod maintenance;
 pub mod mongo;
+pub mod off;
 pub mod record;
+pub mod settings;
+pub mod spool;
 pub mod sqlite;
-mod writer;
+pub mod state;
+pub mod writer;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use poem_openapi::Object;
-use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::logs::lock;
 use crate::sessions::SessionInfo;
+pub use backend::{Backend, History, Kind, Profile};
+pub use maintenance::KillHook;
 pub use record::{Owner, Record, Start};
+pub use settings::{Secret, StoreSettings};
+pub use state::{StoreState, StoreStatus};
+use writer::{Queue, Stats};
 
-/// How many records may wait for the writer before puts go through a task each.
-const QUEUE: usize = 65_536;
+/// How often `remote_kill` reads the record of the session it asked to kill.
+const KILL_POLL: Duration = Duration::from_millis(100);
 
 /// Why the store could not do something.
 #[derive(Debug, thiserror::Error)]
@@ -55,183 +77,41 @@ pub enum StoreError {
     Off,
 }
 
-/// A password, kept out of every `Debug`, log line and error.
-#[derive(Clone, Default)]
-pub struct Secret(Option<String>);
-
-impl Secret {
-    /// Wraps a password.
-    pub fn new(password: Option<String>) -> Self {
-        Self(password.filter(|p| !p.is_empty()))
-    }
-
-    /// The password: `password` if given, else the one inside a `mongodb://user:pw@…` address.
-    pub fn of(password: Option<String>, address: Option<&str>) -> Self {
-        let embedded = address.and_then(|a| {
-            let rest = a.split_once("://")?.1;
-            let userinfo = rest.split('/').next()?.rsplit_once('@')?.0;
-            let pw = userinfo.split_once(':')?.1;
-            percent_encoding::percent_decode_str(pw)
-                .decode_utf8()
-                .ok()
-                .map(|p| p.into_owned())
-        });
-        Self::new(password.or(embedded))
-    }
-
-    /// `text` with the password (as typed and percent-encoded) replaced by `***`.
-    pub fn redact(&self, text: &str) -> String {
-        match &self.0 {
-            Some(p) => text.replace(&encode(p), "***").replace(p.as_str(), "***"),
-            None => text.to_string(),
-        }
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "***" } else { "None" })
-    }
-}
-
-fn encode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-/// Where records go, from the `--db-*` and `--result-*` flags.
-#[derive(Debug, Clone)]
-pub struct StoreSettings {
-    /// `--db-address`: `host:port` or a full `mongodb://` URI; `None` = the embedded store.
-    pub address: Option<String>,
-    /// `--db-user`.
-    pub user: Option<String>,
-    /// `--db-password`.
-    pub password: Secret,
-    /// `--db-name`.
-    pub db_name: String,
-    /// `--result-db-file`: the embedded store, or the spool when MongoDB is used.
-    pub file: PathBuf,
-    /// `--result-retention`: ended records older than this are deleted.
-    pub retention: Duration,
-    /// `--replica-timeout`: running records whose owner has not heartbeated for this long are
-    /// marked lost.
-    pub replica_timeout: Duration,
-    /// `--no-result-store`: no record is written anywhere.
-    pub off: bool,
-}
-
-impl StoreSettings {
-    /// The connection string with the password, as scripts get it in `CS_RESULT_DB_URI`
-    /// (`file:<path>` for the embedded store).
-    pub fn uri(&self) -> String {
-        self.build_uri(false)
-    }
-
-    /// The connection string with the password as `***`, for logs and `/-/store`.
-    pub fn redacted_uri(&self) -> String {
-        self.password.redact(&self.build_uri(true))
-    }
-
-    fn build_uri(&self, redact: bool) -> String {
-        let password = match &self.password.0 {
-            Some(_) if redact => Some("***".to_string()),
-            Some(p) => Some(encode(p)),
-            None => None,
-        };
-        let Some(address) = &self.address else {
-            return format!("file:{}", self.file.display());
-        };
-        let credentials = match (&self.user, password) {
-            (Some(user), Some(p)) => format!("{}:{p}@", encode(user)),
-            (Some(user), None) => format!("{}@", encode(user)),
-            (None, _) => String::new(),
-        };
-        for scheme in ["mongodb://", "mongodb+srv://"] {
-            if let Some(rest) = address.strip_prefix(scheme) {
-                let authority = rest.split('/').next().unwrap_or("");
-                if authority.contains('@') {
-                    return address.clone();
-                }
-                return format!("{scheme}{credentials}{rest}");
-            }
-        }
-        format!("mongodb://{credentials}{address}/")
-    }
-}
-
-/// Filter and page of `GET /results`.
-#[derive(Debug, Clone, Default)]
-pub struct History {
-    /// Only this task path.
-    pub task: Option<String>,
-    /// Only this status.
-    pub status: Option<String>,
-    /// At most this many.
-    pub limit: i64,
-    /// Only records older than this `(start_ms, session_id)`.
-    pub before: Option<(i64, String)>,
-}
-
-/// The store's state, as `GET /-/store` shows it.
-#[derive(Debug, Clone, Object)]
-pub struct StoreStatus {
-    /// `embedded`, `mongodb`, or `off` (`--no-result-store`).
-    pub backend: String,
-    /// Where records go: the file, or the MongoDB URI with the password as `***`; empty when off.
-    pub location: String,
-    /// `connected`, `spooling` (MongoDB unreachable; records wait in the spool), or `off`.
-    pub state: String,
-    /// Records waiting in the queue for the writer.
-    pub queue_depth: u64,
-    /// Records waiting in the spool for MongoDB.
-    pub spool_size: u64,
-    /// The last write error, if the last write failed.
-    #[oai(nullable)]
-    pub last_error: Option<String>,
-    /// This process's instance id (owner of its records).
-    pub instance: String,
-}
-
-/// Counters the writer updates and the status reads.
-#[derive(Default)]
-struct Shared {
-    spooling: AtomicBool,
-    queued: AtomicUsize,
-    spooled: AtomicU64,
-    last_error: Mutex<Option<String>>,
-}
-
-/// Called with a session id another replica asked this one to kill.
-pub type KillHook = Arc<dyn Fn(Uuid) + Send + Sync>;
-
 /// The result store of one service.
 pub struct Store {
     settings: StoreSettings,
+    kind: Kind,
+    profile: Profile,
     owner: Owner,
-    tx: mpsc::Sender<Record>,
-    rx: Mutex<Option<mpsc::Receiver<Record>>>,
-    backend: OnceLock<writer::Backend>,
-    shared: Arc<Shared>,
-    tasks: Mutex<Option<writer::Running>>,
-    uri: String,
+    /// `None` when the backend keeps no records.
+    queue: Option<Queue>,
+    rx: Mutex<Option<tokio::sync::mpsc::Receiver<Record>>>,
+    stats: Arc<Stats>,
+    backend: OnceLock<Arc<dyn Backend>>,
+    tasks: Mutex<Option<Running>>,
 }
 
 impl Store {
     /// A store for `settings`; nothing is opened until [`Store::start`].
     pub fn new(settings: StoreSettings) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let kind = Kind::of(&settings);
+        let profile = kind.profile(&settings);
+        let stats = Arc::new(Stats::default());
+        let (queue, rx) = if profile.keeps_records {
+            let (queue, rx) = Queue::new(stats.clone());
+            (Some(queue), Some(rx))
+        } else {
+            (None, None)
+        };
         Self {
-            uri: if settings.off {
-                String::new()
-            } else {
-                settings.uri()
-            },
             settings,
+            kind,
+            profile,
             owner: Owner::current(),
-            tx,
-            rx: Mutex::new(Some(rx)),
+            queue,
+            rx: Mutex::new(rx),
+            stats,
             backend: OnceLock::new(),
-            shared: Arc::default(),
             tasks: Mutex::new(None),
         }
     }
@@ -243,7 +123,7 @@ impl Store {
 
     /// `CS_RESULT_DB_URI` for scripts.
     pub fn child_uri(&self) -> &str {
-        &self.uri
+        &self.profile.child_uri
     }
 
     /// `CS_DB_NAME` for scripts.
@@ -251,72 +131,55 @@ impl Store {
         &self.settings.db_name
     }
 
-    /// Opens the backend and starts the writer and the maintenance loop. A MongoDB that is
-    /// down does not stop the start: records spool until it answers.
+    /// Opens the backend and starts the writer and the maintenance loop (when it keeps
+    /// records). A remote database that is down does not stop the start: records spool until
+    /// it answers.
     pub async fn start(&self, kill: KillHook) -> Result<(), StoreError> {
-        if self.settings.off {
-            tracing::warn!("result store: off (--no-result-store); results are kept in memory only, until --session-retention");
+        let backend = self.kind.open(&self.settings).await?;
+        if self.backend.set(backend.clone()).is_err() {
+            tracing::warn!("the result store was started twice; the second start is ignored");
             return Ok(());
         }
-        let backend = writer::Backend::open(&self.settings).await?;
-        let _ = self.backend.set(backend.clone());
         let Some(rx) = lock(&self.rx).take() else {
             return Ok(());
         };
-        let running = writer::spawn(
+        let closing = CancellationToken::new();
+        let writer = writer::Writer::new(backend.clone(), self.stats.clone());
+        let maintenance = maintenance::Maintenance {
             backend,
-            rx,
-            self.shared.clone(),
-            self.settings.clone(),
-            self.owner.clone(),
+            settings: self.settings.clone(),
+            owner: self.owner.clone(),
             kill,
-        );
-        *lock(&self.tasks) = Some(running);
+        };
+        *lock(&self.tasks) = Some(Running {
+            writer: tokio::spawn(writer.run(rx, closing.clone())),
+            maintenance: tokio::spawn(maintenance.run()),
+            closing,
+        });
         Ok(())
     }
 
     /// Queues a record; never waits and never fails. A full queue hands the record to a task
-    /// of its own that waits for room, so even then it is not dropped.
+    /// of its own that waits for room, so even then it is not dropped. A backend that keeps no
+    /// records has no queue.
     pub fn put(&self, record: Record) {
-        if self.settings.off {
-            return;
-        }
-        self.shared.queued.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(record) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(record)) => {
-                let tx = self.tx.clone();
-                tokio::spawn(async move {
-                    if tx.send(record).await.is_err() {
-                        tracing::error!("a result record came after the store closed");
-                    }
-                });
-            }
-            Err(mpsc::error::TrySendError::Closed(record)) => {
-                tracing::error!(session_id = %record.session_id, "a result record came after the store closed");
-            }
+        if let Some(queue) = &self.queue {
+            queue.put(record);
         }
     }
 
-    fn backend(&self) -> Result<&writer::Backend, StoreError> {
-        if self.settings.off {
-            return Err(StoreError::Off);
-        }
+    fn backend(&self) -> Result<&Arc<dyn Backend>, StoreError> {
         self.backend.get().ok_or(StoreError::NotStarted)
     }
 
     /// One record: from the database, else from the spool (written here, not yet replayed).
-    /// With the store off there is none: the session is only known while it is in memory.
     pub async fn get(&self, id: Uuid) -> Result<Option<Record>, StoreError> {
-        if self.settings.off {
-            return Ok(None);
-        }
         self.backend()?.get(&id.to_string()).await
     }
 
     /// Records newest first.
     pub async fn history(&self, h: History) -> Result<Vec<Record>, StoreError> {
-        self.backend()?.history(h).await
+        self.backend()?.history(&h).await
     }
 
     /// Kills a session another replica owns: asks its owner through the store and waits (up
@@ -326,9 +189,6 @@ impl Store {
         id: Uuid,
         wait: Duration,
     ) -> Result<Option<SessionInfo>, StoreError> {
-        if self.settings.off {
-            return Ok(None);
-        }
         let backend = self.backend()?;
         let key = id.to_string();
         let Some(record) = backend.get(&key).await? else {
@@ -342,7 +202,7 @@ impl Store {
         let deadline = tokio::time::Instant::now() + wait;
         let mut last = record;
         while tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(KILL_POLL).await;
             if let Some(r) = backend.get(&key).await? {
                 last = r;
                 if last.done {
@@ -355,29 +215,20 @@ impl Store {
 
     /// The store's state now.
     pub fn status(&self) -> StoreStatus {
-        let (backend, location, state) = match (self.settings.off, &self.settings.address) {
-            (true, _) => ("off", String::new(), "off"),
-            (false, address) => (
-                if address.is_some() {
-                    "mongodb"
-                } else {
-                    "embedded"
-                },
-                self.settings.redacted_uri(),
-                if self.shared.spooling.load(Ordering::Relaxed) {
-                    "spooling"
-                } else {
-                    "connected"
-                },
-            ),
+        let (state, spool_size, backend_error) = match self.backend.get() {
+            Some(b) => {
+                let c = b.condition();
+                (c.state, c.spool_size, c.last_error)
+            }
+            None => (self.profile.state, 0, None),
         };
         StoreStatus {
-            backend: backend.into(),
-            location,
-            state: state.into(),
-            queue_depth: self.shared.queued.load(Ordering::Relaxed) as u64,
-            spool_size: self.shared.spooled.load(Ordering::Relaxed),
-            last_error: lock(&self.shared.last_error).clone(),
+            backend: self.profile.name.into(),
+            location: self.profile.location.clone(),
+            state,
+            queue_depth: self.stats.queued.load(Ordering::Relaxed) as u64,
+            spool_size,
+            last_error: lock(&self.stats.last_error).clone().or(backend_error),
             instance: self.owner.instance.clone(),
         }
     }
@@ -392,44 +243,25 @@ impl Store {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The writer and maintenance tasks of a started store.
+struct Running {
+    closing: CancellationToken,
+    writer: JoinHandle<()>,
+    maintenance: JoinHandle<()>,
+}
 
-    fn settings(
-        address: Option<&str>,
-        user: Option<&str>,
-        password: Option<&str>,
-    ) -> StoreSettings {
-        StoreSettings {
-            address: address.map(Into::into),
-            user: user.map(Into::into),
-            password: Secret::new(password.map(Into::into)),
-            db_name: "cs".into(),
-            file: "results.sqlite3".into(),
-            retention: Duration::from_secs(1),
-            replica_timeout: Duration::from_secs(1),
-            off: false,
+impl Running {
+    /// Flushes or spools what is queued, then stops; waits at most `limit`.
+    async fn close(self, limit: Duration) {
+        self.closing.cancel();
+        self.maintenance.abort();
+        if tokio::time::timeout(limit, self.writer).await.is_err() {
+            tracing::error!(
+                "the result writer did not finish within {limit:?}; queued records may be lost"
+            );
         }
     }
-
-    #[test]
-    fn uris_carry_credentials_and_redact_the_password() {
-        let s = settings(Some("db:27017"), Some("u@x"), Some("p:w/d"));
-        assert_eq!(s.uri(), "mongodb://u%40x:p%3Aw%2Fd@db:27017/");
-        assert_eq!(s.redacted_uri(), "mongodb://u%40x:***@db:27017/");
-        assert!(!format!("{s:?}").contains("p:w/d"));
-        assert_eq!(
-            s.password.redact("bad p%3Aw%2Fd and p:w/d"),
-            "bad *** and ***"
-        );
-        let full = settings(Some("mongodb://h1,h2/?replicaSet=r"), Some("u"), Some("pw"));
-        assert_eq!(full.uri(), "mongodb://u:pw@h1,h2/?replicaSet=r");
-        let mut given = settings(Some("mongodb://a:s3cret@h/"), Some("u"), None);
-        given.password = Secret::of(None, given.address.as_deref());
-        assert_eq!(given.uri(), "mongodb://a:s3cret@h/");
-        assert_eq!(given.redacted_uri(), "mongodb://a:***@h/");
-        assert_eq!(settings(Some("h:1"), None, None).uri(), "mongodb://h:1/");
-        assert_eq!(settings(None, None, None).uri(), "file:results.sqlite3");
-    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,17 +1,22 @@
-//! The MongoDB store, through the official `mongodb` crate: the `results` collection of the
-//! configured database, `_id` = session id, a unique index on `session_id` and one on
+//! The MongoDB backend (`--db-address`), through the official `mongodb` crate, behind the
+//! spool ([`super::spool`]): the `results` collection of the configured database, `_id` = session id, a unique index on `session_id` and one on
 //! `path` + `start_ms`. Only operations FerretDB also serves are used (no TTL indexes,
 //! transactions, change streams or `Client::bulk_write`); retention is the service's own sweep.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use mongodb::bson::{self, doc, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, IndexModel};
 
+use super::backend::{Backend, History, Profile};
 use super::record::{Record, LOST};
-use super::{History, Secret, StoreError};
+use super::spool::Spooled;
+use super::state::StoreState;
+use super::{Secret, StoreError, StoreSettings};
 
 /// How long an operation waits for a reachable server before it fails (and records spool).
 const SELECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -24,6 +29,30 @@ const DUPLICATE_KEY: i32 = 11000;
 pub struct Mongo {
     results: Collection<Document>,
     secret: Secret,
+}
+
+/// The URI with the password for scripts, and without it for `/-/store`.
+pub fn profile(settings: &StoreSettings) -> Profile {
+    Profile {
+        name: "mongodb",
+        location: settings.redacted_uri(),
+        child_uri: settings.uri(),
+        keeps_records: true,
+        state: StoreState::Connected,
+    }
+}
+
+/// A client behind the spool. A MongoDB that is down does not stop the start: records spool
+/// until it answers.
+pub async fn open(s: &StoreSettings) -> Result<Arc<dyn Backend>, StoreError> {
+    let mongo = Mongo::new(&s.uri(), &s.db_name, s.password.clone()).await?;
+    match mongo.ensure_indexes().await {
+        Ok(()) => tracing::info!(uri = %s.redacted_uri(), "result store: MongoDB"),
+        Err(e) => tracing::warn!(uri = %s.redacted_uri(), error = %e,
+            "MongoDB is unreachable at startup; results spool to {} until it answers",
+            s.file.display()),
+    }
+    Ok(Arc::new(Spooled::open(mongo, &s.file).await?))
 }
 
 impl Mongo {
@@ -66,11 +95,14 @@ impl Mongo {
             .map_err(|e| self.err(e))?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl Backend for Mongo {
     /// Upserts every record by session id, concurrently. An ended record always replaces; a
     /// running one only replaces a running one (otherwise its upsert meets the unique `_id`
     /// and is dropped), so a replay in any order cannot undo an end or write twice.
-    pub async fn write(&self, batch: &[Record]) -> Result<(), StoreError> {
+    async fn write(&self, batch: &[Record]) -> Result<(), StoreError> {
         let mut set = tokio::task::JoinSet::new();
         for r in batch {
             let mut document = bson::to_document(r)
@@ -106,7 +138,7 @@ impl Mongo {
     }
 
     /// One record.
-    pub async fn get(&self, session_id: &str) -> Result<Option<Record>, StoreError> {
+    async fn get(&self, session_id: &str) -> Result<Option<Record>, StoreError> {
         let found = self
             .results
             .find_one(doc! {"_id": session_id})
@@ -116,7 +148,7 @@ impl Mongo {
     }
 
     /// Records newest first, filtered as `h` says.
-    pub async fn history(&self, h: &History) -> Result<Vec<Record>, StoreError> {
+    async fn history(&self, h: &History) -> Result<Vec<Record>, StoreError> {
         let mut filter = Document::new();
         if let Some(task) = &h.task {
             filter.insert("path", task);
@@ -149,7 +181,7 @@ impl Mongo {
     }
 
     /// Asks the owner of a running record to kill it; whether a running record was found.
-    pub async fn request_kill(&self, session_id: &str) -> Result<bool, StoreError> {
+    async fn request_kill(&self, session_id: &str) -> Result<bool, StoreError> {
         let r = self
             .results
             .update_one(
@@ -162,7 +194,7 @@ impl Mongo {
     }
 
     /// Running sessions of `instance` another replica asked to kill.
-    pub async fn kill_requests(&self, instance: &str) -> Result<Vec<String>, StoreError> {
+    async fn kill_requests(&self, instance: &str) -> Result<Vec<String>, StoreError> {
         let mut cursor = self
             .results
             .find(doc! {"instance": instance, "done": false, "kill_requested": true})
@@ -171,15 +203,18 @@ impl Mongo {
         let mut out = Vec::new();
         while cursor.advance().await.map_err(|e| self.err(e))? {
             let document = cursor.deserialize_current().map_err(|e| self.err(e))?;
-            if let Ok(id) = document.get_str("session_id") {
-                out.push(id.to_string());
+            match document.get_str("session_id") {
+                Ok(id) => out.push(id.to_string()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a kill request without a session id is ignored")
+                }
             }
         }
         Ok(out)
     }
 
     /// Says `instance` is alive in each of its running records.
-    pub async fn heartbeat(&self, instance: &str, now: i64) -> Result<(), StoreError> {
+    async fn heartbeat(&self, instance: &str, now: i64) -> Result<(), StoreError> {
         self.results
             .update_many(
                 doc! {"instance": instance, "done": false},
@@ -191,12 +226,7 @@ impl Mongo {
     }
 
     /// Marks running records whose heartbeat is older than `stale_before` as lost.
-    pub async fn mark_lost(
-        &self,
-        stale_before: i64,
-        now: i64,
-        error: &str,
-    ) -> Result<u64, StoreError> {
+    async fn mark_lost(&self, stale_before: i64, now: i64, error: &str) -> Result<u64, StoreError> {
         let r = self
             .results
             .update_many(
@@ -209,7 +239,7 @@ impl Mongo {
     }
 
     /// Deletes ended records that started before `before`.
-    pub async fn purge(&self, before: i64) -> Result<u64, StoreError> {
+    async fn purge(&self, before: i64) -> Result<u64, StoreError> {
         let r = self
             .results
             .delete_many(doc! {"done": true, "start_ms": {"$lt": before}})

@@ -1,8 +1,9 @@
-//! The result record: one per run, written when the run starts and replaced when it ends, keyed
-//! by session id; and how a stored record reads as a session.
+//! The stored result record: one per run, written when the run starts and replaced when it
+//! ends, keyed by session id. The same serde shape is the SQLite document, the spool row and
+//! the MongoDB document; `GET /results` answers with its own type (`api::results`). Also how a
+//! stored record reads as a session.
 
 use chrono::{DateTime, Local, TimeZone, Utc};
-use poem_openapi::Object;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -15,8 +16,8 @@ pub const RUNNING: &str = "running";
 /// `status` of a record whose replica stopped heartbeating while the run went on.
 pub const LOST: &str = "lost";
 
-/// One run as the result store keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Object)]
+/// One run as the result store keeps it (database document and spool row).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// Session id (UUID v4); unique.
     pub session_id: String,
@@ -46,16 +47,12 @@ pub struct Record {
     /// Start time, milliseconds since the Unix epoch.
     pub start_ms: i64,
     /// End time, milliseconds since the Unix epoch; null while it runs.
-    #[oai(nullable)]
     pub end_ms: Option<i64>,
     /// How long it ran, in milliseconds; null while it runs.
-    #[oai(nullable)]
     pub duration_ms: Option<i64>,
     /// Exit code of an external task that exited by itself.
-    #[oai(nullable)]
     pub exit_code: Option<i32>,
     /// The signal that ended an external task, if one did.
-    #[oai(nullable)]
     pub signal: Option<i32>,
     /// Last non-empty stdout line (a built-in task's result).
     pub stdout_last: String,

@@ -1,16 +1,17 @@
-//! The embedded store: one SQLite file (rusqlite with its bundled library) under the working
-//! directory. Without `--db-address` it holds the records; with one it is the spool, where
-//! records wait, in order, while MongoDB is unreachable.
+//! The SQLite file (rusqlite with its bundled library) under the working directory: its tables
+//! and queries. Without `--db-address` it holds the records ([`super::embedded`]); with one it
+//! is the spool ([`super::spool`]), where records wait, in order, while MongoDB is unreachable.
 //!
-//! Every call is blocking and short; callers run it on tokio's blocking pool.
+//! Every call is blocking and short; callers run it on tokio's blocking pool ([`blocking`]).
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::backend::History;
 use super::record::{Record, LOST};
-use super::{History, StoreError};
+use super::StoreError;
 use crate::logs::lock;
 
 const SCHEMA: &str = "
@@ -54,7 +55,27 @@ fn parse(doc: &str) -> Result<Record, StoreError> {
     serde_json::from_str(doc).map_err(|e| StoreError::Sqlite(format!("a stored record: {e}")))
 }
 
+/// Runs a blocking SQLite call on tokio's blocking pool.
+pub async fn blocking<T: Send + 'static>(
+    db: &Arc<Sqlite>,
+    f: impl FnOnce(&Sqlite) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || f(&db))
+        .await
+        .map_err(|e| StoreError::Sqlite(e.to_string()))?
+}
+
 impl Sqlite {
+    /// Opens (or creates) the file and its tables, on tokio's blocking pool.
+    pub async fn open_shared(path: &Path) -> Result<Arc<Self>, StoreError> {
+        let path = path.to_path_buf();
+        let db = tokio::task::spawn_blocking(move || Self::open(&path))
+            .await
+            .map_err(|e| StoreError::Sqlite(e.to_string()))??;
+        Ok(Arc::new(db))
+    }
+
     /// Opens (or creates) the file and its tables.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let open = || -> rusqlite::Result<Connection> {
