@@ -147,8 +147,9 @@ def test_wait_times_out_and_kill_ends_the_run(client: Client, service: Service) 
     with pytest.raises(WaitTimeout) as err:
         client.wait(sid, poll_interval=0.05, timeout=0.3)
     assert isinstance(err.value, TimeoutError)
-    assert err.value.session.id == sid and not err.value.session.done
-    assert err.value.session.end_at is None and err.value.session.exit_code is None
+    last = err.value.session
+    assert last is not None and last.id == sid and not last.done
+    assert last.end_at is None and last.exit_code is None
 
     killed = client.kill(sid)
     assert killed.done and killed.error.startswith("killed on request")

@@ -38,7 +38,7 @@ from ._status import (
 )
 
 #: This package's version.
-__version__: Final = "0.2.0"
+__version__ = "0.2.0"
 #: The celery-service versions this client is written for and tested against (PEP 440): the
 #: routes, fields and statuses of the service's 0.1 API.
 SERVICE_VERSIONS: Final = ">=0.1.0,<0.2"
