@@ -97,12 +97,13 @@ class Service:
         *,
         args: Sequence[str] = (),
         address: str = "127.0.0.1:0",
+        collect: Path = COLLECT,
     ) -> None:
         self.dir = dir
         self.out = dir / "out"
         self.out.mkdir(exist_ok=True)
         if not (dir / "collect").exists():
-            shutil.copytree(COLLECT, dir / "collect")
+            shutil.copytree(collect, dir / "collect")
         self.yaml = dir / "external-tasks.yaml"
         self.yaml.write_text(yaml)
         self.stdout: list[str] = []
