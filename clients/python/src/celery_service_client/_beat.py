@@ -178,7 +178,12 @@ class DiscoveryScheduler(PersistentScheduler):
         default = conf.get("celery_service_default_schedule", DEFAULT_SCHEDULE)
         from .celery import client_from_conf
 
-        with client_from_conf(self.app, timeout=REFRESH_TIMEOUT) as client:
+        try:
+            client = client_from_conf(self.app, timeout=REFRESH_TIMEOUT)
+        except Exception:
+            logger.exception("celery-service: no /discovery refresh: the settings are wrong")
+            return
+        with client:
             while not self._stop.is_set():
                 wait = self._refresh_once(client, default, interval)
                 self._stop.wait(wait)

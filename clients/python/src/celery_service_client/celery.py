@@ -25,8 +25,11 @@ import time, every setting read from ``app.conf``:
 
 :func:`install` registers the task :data:`TASK_NAME` on the app; :func:`register_periodic_tasks`
 turns ``GET /discovery`` into ``app.conf.beat_schedule`` entries named ``celery-service:<url>``;
-:class:`DiscoveryScheduler` is a beat scheduler that does that at start and again every
-``celery_service_refresh_interval``, so a running beat follows edits of the service's YAML.
+:class:`DiscoveryScheduler` is a beat scheduler (beat's file scheduler plus a thread) that does
+that at start and again every ``celery_service_refresh_interval``, so a running beat follows
+edits of the service's YAML. It replaces the project's scheduler: a project on
+django-celery-beat's ``DatabaseScheduler`` keeps that one and uses
+:mod:`celery_service_client.contrib.django` (``manage.py celery_service_sync``) instead.
 
 The task submits ``POST /async/<url>`` and then polls the session through ``self.retry``: each
 poll is a message with a countdown, so no worker process sleeps however long the run takes (one
