@@ -192,7 +192,7 @@ def test_two_long_runs_and_a_quick_one_on_one_worker_process(
 ) -> None:
     assert "concurrency: 1 (prefork)" in worker.text()
     app = django_project.celery_app
-    slow = [app.send_task(TASK_NAME, args=("probe/slow", ["6"])) for _ in range(2)]
+    slow = [app.send_task(TASK_NAME, args=("probe/slow", ["8"])) for _ in range(2)]
     quick = app.send_task(TASK_NAME, args=("probe/plain", ["quick"]))
     done = Session.from_json(quick.get(timeout=20))
     assert done.ok and done.message == "recorded 1 args"
@@ -202,7 +202,7 @@ def test_two_long_runs_and_a_quick_one_on_one_worker_process(
     assert not any(r.ready() for r in slow)
     for r in slow:
         final = Session.from_json(r.get(timeout=30))
-        assert final.ok and final.message == "slept 6 s"
+        assert final.ok and final.message == "slept 8 s"
     assert done.end_at is not None
     assert all(
         s.end_at is not None and s.end_at > done.end_at
