@@ -32,6 +32,7 @@ USE_CLIENT_DEFAULT: Final = UseClientDefault.USE_CLIENT_DEFAULT
 #: (or a ``None`` in the pair) waits as long as it takes.
 HttpTimeout: TypeAlias = float | tuple[float | None, float | None] | None
 Timeout: TypeAlias = HttpTimeout | UseClientDefault
+Params: TypeAlias = Mapping[str, str | int | None]
 
 #: A client's default: 5 s to connect, 30 s for each read of an answer.
 DEFAULT_TIMEOUT: Final = (5.0, 30.0)
@@ -181,7 +182,7 @@ class Client:
         """``GET /results``: the result store's records, newest first, filtered by ``task`` (a
         url) and ``status``; ``limit`` 1-1000 (50); ``before`` is the ``next`` of the previous
         page. :class:`ServiceUnavailable` when the store cannot be read now."""
-        params = {"task": task, "status": status, "limit": limit, "before": before}
+        params: Params = {"task": task, "status": status, "limit": limit, "before": before}
         return ResultsPage.from_json(self._call("GET", "results", params=params, timeout=timeout))
 
     def iter_results(
@@ -211,11 +212,7 @@ class Client:
         """``GET /async/output``: a run's lines from byte ``offset`` of its log (0, or a previous
         page's ``next_offset``). ``task`` (its url) is needed once the session is past its
         retention. 410 (the log rotated past ``offset``) raises ``CeleryServiceError``."""
-        params: dict[str, str | int | None] = {
-            "session_id": session_id,
-            "offset": offset,
-            "task": task,
-        }
+        params: Params = {"session_id": session_id, "offset": offset, "task": task}
         data = self._call("GET", "async/output", params=params, timeout=timeout)
         return OutputPage.from_json(data)
 
@@ -230,11 +227,7 @@ class Client:
         """``GET /async/output-stream``: the same pages as the run prints them, ending with the
         one whose ``done`` is true. The read timeout bounds the wait for each page, so pass
         ``timeout=(connect, None)`` for a run that can be silent for long."""
-        params: dict[str, str | int | None] = {
-            "session_id": session_id,
-            "offset": offset,
-            "task": task,
-        }
+        params: Params = {"session_id": session_id, "offset": offset, "task": task}
         resp = self._send("GET", "async/output-stream", params=params, timeout=timeout, stream=True)
         with resp:
             if resp.headers.get("Content-Type", "").split(";")[0] != "text/event-stream":
@@ -322,7 +315,7 @@ class Client:
         body: Any = _NO_BODY,
         *,
         idempotency_key: str | None = None,
-        params: Mapping[str, str | int | None] | None = None,
+        params: Params | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
         stream: bool = False,
     ) -> requests.Response:
@@ -356,7 +349,7 @@ class Client:
         body: Any = _NO_BODY,
         idempotency_key: str | None = None,
         *,
-        params: Mapping[str, str | int | None] | None = None,
+        params: Params | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Json:
         """One request; the envelope's ``data``, or the error the answer means."""
