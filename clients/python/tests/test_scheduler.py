@@ -132,3 +132,14 @@ def test_good_settings_pass_the_check() -> None:
         "POLL_INTERVAL": 0.5,
     }
     assert settings_errors(good) == []
+
+
+def test_the_shared_client_follows_the_settings() -> None:
+    a = Celery("shared-a", set_as_current=False)
+    a.conf.celery_service_url = "http://127.0.0.1:9"
+    b = Celery("shared-b", set_as_current=False)
+    b.conf.celery_service_url = "http://127.0.0.1:10"
+    assert shared_client(a).base_url == "http://127.0.0.1:9"
+    assert shared_client(b).base_url == "http://127.0.0.1:10"
+    b.conf.celery_service_url = "http://127.0.0.1:9"
+    assert shared_client(b) is shared_client(a)

@@ -141,16 +141,23 @@ def client_from_conf(app: Celery, *, timeout: HttpTimeout | None = None) -> Clie
 
 
 _shared_lock = threading.Lock()
-_shared: dict[tuple[int, int], Client] = {}
+_shared: dict[tuple[int, str], Client] = {}
 
 
 def shared_client(app: Celery) -> Client:
-    """This process's :class:`Client` for ``app``, made on first use and kept for every poll.
+    """This process's :class:`Client` for ``app``'s settings, made on first use and kept for
+    every poll.
 
     A forked child (a prefork pool's worker process) makes its own rather than sharing its
     parent's connections.
     """
-    key = (os.getpid(), id(app))
+    conf = app.conf
+    settings = (
+        conf.get("celery_service_url"),
+        conf.get("celery_service_token"),
+        conf.get("celery_service_http_timeout"),
+    )
+    key = (os.getpid(), repr(settings))
     with _shared_lock:
         client = _shared.get(key)
         if client is None:
