@@ -20,6 +20,8 @@ def make_app(broker: str, service_url: str) -> Celery:
         # Fast polls and a short give-up time, so a hung run is killed within the test.
         celery_service_poll_interval=0.2,
         celery_service_timeout=float(os.environ.get("CS_TEST_GIVE_UP", "4")),
+        # Faults are retried at most a second apart, so a restart is noticed at once.
+        celery_service_max_backoff=1.0,
         # Beat reads /discovery every second, so a YAML edit reaches it at once.
         celery_service_refresh_interval=1,
         beat_scheduler="celery_service_client.celery:DiscoveryScheduler",

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -90,11 +90,20 @@ class Service:
 
     url: str
 
-    def __init__(self, dir: Path, yaml: str) -> None:
+    def __init__(
+        self,
+        dir: Path,
+        yaml: str,
+        *,
+        args: Sequence[str] = (),
+        address: str = "127.0.0.1:0",
+        collect: Path = COLLECT,
+    ) -> None:
         self.dir = dir
         self.out = dir / "out"
-        self.out.mkdir()
-        shutil.copytree(COLLECT, dir / "collect")
+        self.out.mkdir(exist_ok=True)
+        if not (dir / "collect").exists():
+            shutil.copytree(collect, dir / "collect")
         self.yaml = dir / "external-tasks.yaml"
         self.yaml.write_text(yaml)
         self.stdout: list[str] = []
@@ -105,7 +114,7 @@ class Service:
                 str(binary()),
                 "run",
                 "--address",
-                "127.0.0.1:0",
+                address,
                 "--external-task-config",
                 str(self.yaml),
                 "--collect-dir",
@@ -115,6 +124,7 @@ class Service:
                 "--log-console",
                 "--kill-grace",
                 "1s",
+                *args,
             ],
             cwd=dir,
             env=env,
@@ -196,15 +206,24 @@ class Redis:
 
 
 class CeleryProcess:
-    """``python -m celery -A e2e_app <args>`` with its output in ``log``."""
+    """``python -m celery -A <app> <args>`` with its output in ``log``; ``app`` is imported
+    from ``path`` (tests/ for ``e2e_app``, the Django project's folder for ``proj``)."""
 
-    def __init__(self, dir: Path, name: str, args: list[str], env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        dir: Path,
+        name: str,
+        args: list[str],
+        env: Mapping[str, str],
+        app: str = "e2e_app",
+        path: Path = HERE,
+    ) -> None:
         self.log = dir / f"{name}.log"
         self._file = self.log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "e2e_app", *args],
+            [sys.executable, "-m", "celery", "-A", app, *args],
             cwd=dir,
-            env={**os.environ, **env, "PYTHONPATH": str(HERE)},
+            env={**os.environ, **env, "PYTHONPATH": str(path)},
             stdin=subprocess.DEVNULL,
             stdout=self._file,
             stderr=subprocess.STDOUT,
@@ -233,10 +252,16 @@ class CeleryProcess:
 
 @contextlib.contextmanager
 def celery_process(
-    dir: Path, name: str, args: list[str], env: Mapping[str, str], ready: str
+    dir: Path,
+    name: str,
+    args: list[str],
+    env: Mapping[str, str],
+    ready: str,
+    app: str = "e2e_app",
+    path: Path = HERE,
 ) -> Iterator[CeleryProcess]:
     """A :class:`CeleryProcess`, once ``ready`` is in its log; stopped on leaving."""
-    process = CeleryProcess(dir, name, args, env)
+    process = CeleryProcess(dir, name, args, env, app, path)
     try:
         process.wait_for(ready, timeout=60)
         yield process

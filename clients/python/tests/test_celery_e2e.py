@@ -71,7 +71,8 @@ def env(redis_server: Redis, service: Service) -> dict[str, str]:
 def worker(
     tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]
 ) -> Iterator[CeleryProcess]:
-    args = ["worker", "--pool=threads", "--concurrency=4", "--loglevel=INFO", "--hostname=e2e@%h"]
+    # The default pool (prefork) with one process: polls are messages, never a blocked process.
+    args = ["worker", "--concurrency=1", "--loglevel=INFO", "--hostname=e2e@%h"]
     args += ["--without-heartbeat", "--without-gossip", "--without-mingle"]
     with celery_process(tmp_path_factory.mktemp("worker"), "worker", args, env, " ready.") as w:
         yield w

@@ -15,8 +15,10 @@ from celery_service_client import (
     Client,
     Conflict,
     DiscoveryEntry,
+    Forbidden,
     NotFound,
     PayloadTooLarge,
+    Record,
     Route,
     ServiceUnavailable,
     Session,
@@ -24,6 +26,7 @@ from celery_service_client import (
     TooManyRequests,
     TransportError,
     Unauthorized,
+    UnprocessableEntity,
     WaitTimeout,
 )
 from celery_service_client._errors import error_for, parse_retry_after
@@ -147,8 +150,9 @@ def test_wait_times_out_and_kill_ends_the_run(client: Client, service: Service) 
     with pytest.raises(WaitTimeout) as err:
         client.wait(sid, poll_interval=0.05, timeout=0.3)
     assert isinstance(err.value, TimeoutError)
-    assert err.value.session.id == sid and not err.value.session.done
-    assert err.value.session.end_at is None and err.value.session.exit_code is None
+    last = err.value.session
+    assert last is not None and last.id == sid and not last.done
+    assert last.end_at is None and last.exit_code is None
 
     killed = client.kill(sid)
     assert killed.done and killed.error.startswith("killed on request")
@@ -156,8 +160,59 @@ def test_wait_times_out_and_kill_ends_the_run(client: Client, service: Service) 
         poll(f"pid {pid} to end", partial(pid_gone, pid), 10)
 
 
-# The statuses the service does not produce yet (auth, rate limits, conflicts) are mapped by
-# status alone; these check that mapping and the Retry-After parsing without any HTTP.
+def test_run_sync_waits_past_the_read_timeout(start_service: StartService) -> None:
+    service = start_service(task("slow", script="slow.sh"))
+    # A one-second read timeout for every call but the sync run, which waits for the task.
+    with Client(service.url, timeout=(5, 1)) as client:
+        assert client.run_sync("probe/slow", ["2"]) == "slept 2 s"
+        with pytest.raises(TransportError):
+            client.run_sync("probe/slow", ["2"], timeout=(5, 0.5))
+
+
+def test_results_output_and_stream(client: Client) -> None:
+    sid = client.run_async("probe/record", ["one", "two"])
+    client.wait(sid, poll_interval=0.05, timeout=20)
+    page = client.output(sid)
+    assert page.done and [line.text for line in page.lines] == ["recorded 3 args"]
+    assert page.lines[0].stream == "stdout" and page.lines[0].time.tzinfo is not None
+    assert client.output(sid, offset=page.next_offset).lines == []
+    streamed = list(client.output_stream(sid))
+    assert streamed[-1].done and [x.text for p in streamed for x in p.lines] == ["recorded 3 args"]
+    with pytest.raises(BadRequest):
+        client.output("not-a-uuid")
+
+    def recorded() -> Record | None:
+        return next((r for r in client.results(task="probe/record").records if r.done), None)
+
+    record = poll("the run in /results", recorded, timeout=10)
+    assert (record.session_id, record.path, record.mode, record.status) == (
+        sid,
+        "probe/record",
+        "async",
+        "ok",
+    )
+    assert record.args == ["one", "two"]
+    assert record.end is not None and record.end >= record.start
+    assert [r.session_id for r in client.iter_results(task="probe/record", page_size=1)] == [sid]
+
+
+def test_config_reload_and_probes(client: Client, service: Service) -> None:
+    config = client.config()
+    assert config.task_count >= 3 and config.last_error is None
+    assert config.run_control is not None and config.run_control.max_running is None
+    assert client.reload().generation == config.generation + 1
+    service.yaml.write_text("- name: [broken\n")
+    with pytest.raises(UnprocessableEntity) as rejected:
+        client.reload()
+    assert rejected.value.status == 422
+    assert client.config().last_error is not None
+    assert client.healthz().ready
+    ready = client.readyz()
+    assert ready.ready and {c.name for c in ready.checks} >= {"config"}
+
+
+# The mapping of every status (also those a proxy in front of the service gives) and the
+# Retry-After parsing, without any HTTP; test_refusals.py meets each refusal for real.
 
 
 @pytest.mark.parametrize(
@@ -166,9 +221,11 @@ def test_wait_times_out_and_kill_ends_the_run(client: Client, service: Service) 
         (200, TaskFailed),
         (400, BadRequest),
         (401, Unauthorized),
+        (403, Forbidden),
         (404, NotFound),
         (409, Conflict),
         (413, PayloadTooLarge),
+        (422, UnprocessableEntity),
         (429, TooManyRequests),
         (503, ServiceUnavailable),
         (500, CeleryServiceError),

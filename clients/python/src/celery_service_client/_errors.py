@@ -5,7 +5,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._models import Json, Session
@@ -37,6 +37,11 @@ class CeleryServiceError(Exception):
         self.data = data
         self.retry_after = retry_after
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Celery pickles exceptions (and its JSON serializer rebuilds them from ``args``): keep
+        # every attribute, whatever the subclass's constructor takes.
+        return (_rebuild, (type(self), dict(self.__dict__)))
+
     def __str__(self) -> str:
         if self.status is None:
             return self.msg
@@ -56,7 +61,12 @@ class BadRequest(CeleryServiceError):
 
 
 class Unauthorized(CeleryServiceError):
-    """HTTP 401: the service wants a token (``Client(token=…)``) and got none or a wrong one."""
+    """HTTP 401: the service wants a token (``--auth-token``) and got none or a wrong one."""
+
+
+class Forbidden(CeleryServiceError):
+    """HTTP 403: the token is a read-only one (``--read-token``) and the route runs or changes
+    something (a task call, ``/async/kill``, ``/-/reload``)."""
 
 
 class NotFound(CeleryServiceError):
@@ -64,7 +74,15 @@ class NotFound(CeleryServiceError):
 
 
 class Conflict(CeleryServiceError):
-    """HTTP 409: the call conflicts with one the service already has (same idempotency key…)."""
+    """HTTP 409: the task has ``concurrency_policy: forbid`` and a run of it is active (``msg``
+    names that run's session); no run was started. The Celery poller counts it as a skipped
+    tick."""
+
+
+class UnprocessableEntity(CeleryServiceError):
+    """HTTP 422: the ``Idempotency-Key`` was already used for another task within the service's
+    ``--idempotency-window``, or ``/-/reload`` rejected the config file (``msg`` lists every
+    error; the previous config keeps serving)."""
 
 
 class PayloadTooLarge(CeleryServiceError):
@@ -72,11 +90,14 @@ class PayloadTooLarge(CeleryServiceError):
 
 
 class TooManyRequests(CeleryServiceError):
-    """HTTP 429: the service is at its limit; ``retry_after`` is how long it asks to wait."""
+    """HTTP 429: ``--max-running`` runs are active; ``retry_after`` is how long it asks to
+    wait."""
 
 
 class ServiceUnavailable(CeleryServiceError):
-    """HTTP 503: the service cannot take the call now; may carry ``retry_after``."""
+    """HTTP 503: the service cannot take the call now: it is shutting down and starts no new
+    runs (with ``retry_after``; another replica, or this one restarted, will), its result store
+    cannot be read, or it holds ``--max-sessions`` sessions. Worth retrying."""
 
 
 class TransportError(CeleryServiceError):
@@ -86,17 +107,37 @@ class TransportError(CeleryServiceError):
 class WaitTimeout(CeleryServiceError, TimeoutError):
     """:meth:`Client.wait` gave up; ``session`` is the last state seen (still running)."""
 
-    def __init__(self, msg: str, *, session: Session) -> None:
+    def __init__(self, msg: str, *, session: Session | None = None) -> None:
         super().__init__(msg)
         self.session = session
+
+
+def _rebuild(cls: type[CeleryServiceError], state: dict[str, Any]) -> CeleryServiceError:
+    """Unpickles an error: the instance with its attributes, its constructor not called."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, state.get("msg", ""))
+    error.__dict__.update(state)
+    return error
+
+
+#: The statuses worth calling again for: the service or a proxy in front of it is briefly unable
+#: to answer (a draining or restarting replica, 502/504 from a proxy), or at its run limit.
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+
+
+def is_retryable(error: CeleryServiceError) -> bool:
+    """Whether calling again later may succeed: no answer at all, or a retryable status."""
+    return isinstance(error, TransportError) or error.status in RETRYABLE_STATUSES
 
 
 _BY_STATUS: dict[int, type[CeleryServiceError]] = {
     400: BadRequest,
     401: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     409: Conflict,
     413: PayloadTooLarge,
+    422: UnprocessableEntity,
     429: TooManyRequests,
     503: ServiceUnavailable,
 }

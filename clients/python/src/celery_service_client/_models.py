@@ -47,7 +47,8 @@ def format_time(value: datetime) -> str:
     return value.isoformat(timespec="microseconds")
 
 
-def _field(obj: Mapping[str, Any], key: str, kind: type[_T], what: str) -> _T:
+def field_of(obj: Mapping[str, Any], key: str, kind: type[_T], what: str) -> _T:
+    """``obj[key]``, which must be of type ``kind``."""
     value = obj.get(key)
     # bool is an int in Python; a JSON `true` is never a number here.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -55,7 +56,13 @@ def _field(obj: Mapping[str, Any], key: str, kind: type[_T], what: str) -> _T:
     return value
 
 
-def _object(value: Json, what: str) -> Mapping[str, Any]:
+def optional_field_of(obj: Mapping[str, Any], key: str, kind: type[_T], what: str) -> _T | None:
+    """``obj[key]`` when it is there and not null (then of type ``kind``), else ``None``."""
+    return None if obj.get(key) is None else field_of(obj, key, kind, what)
+
+
+def object_of(value: Json, what: str) -> Mapping[str, Any]:
+    """``value`` when it is a JSON object."""
     if not isinstance(value, dict):
         raise TransportError(f"{what} should be a JSON object, got {value!r}")
     return value
@@ -70,9 +77,9 @@ class Route:
 
     @classmethod
     def from_json(cls, value: Json) -> Route:
-        obj = _object(value, "route")
+        obj = object_of(value, "route")
         return cls(
-            method=_field(obj, "method", str, "route"), path=_field(obj, "path", str, "route")
+            method=field_of(obj, "method", str, "route"), path=field_of(obj, "path", str, "route")
         )
 
 
@@ -96,17 +103,17 @@ class DiscoveryEntry:
     @classmethod
     def from_json(cls, value: Json) -> DiscoveryEntry:
         what = "discovery entry"
-        obj = _object(value, what)
+        obj = object_of(value, what)
         crontab: dict[str, str] | None = None
         if obj.get("crontab") is not None:
-            raw = _object(obj["crontab"], "crontab")
-            crontab = {key: _field(raw, key, str, "crontab") for key in CRONTAB_KEYS}
+            raw = object_of(obj["crontab"], "crontab")
+            crontab = {key: field_of(raw, key, str, "crontab") for key in CRONTAB_KEYS}
         description = obj.get("description")
         return cls(
-            name=_field(obj, "name", str, what),
-            cluster_type=_field(obj, "cluster_type", str, what),
-            url=_field(obj, "url", str, what),
-            enable=_field(obj, "enable", bool, what),
+            name=field_of(obj, "name", str, what),
+            cluster_type=field_of(obj, "cluster_type", str, what),
+            url=field_of(obj, "url", str, what),
+            enable=field_of(obj, "enable", bool, what),
             empty_param=obj.get("empty_param"),
             description=description if isinstance(description, str) else "",
             crontab=crontab,
@@ -141,20 +148,17 @@ class Session:
     @classmethod
     def from_json(cls, value: Json) -> Session:
         what = "session"
-        obj = _object(value, what)
-        end_at = obj.get("end_at")
-        exit_code = obj.get("exit_code")
-        if exit_code is not None:
-            exit_code = _field(obj, "exit_code", int, what)
+        obj = object_of(value, what)
+        end_at = optional_field_of(obj, "end_at", str, what)
         return cls(
-            id=_field(obj, "id", str, what),
-            message=_field(obj, "message", str, what),
-            error=_field(obj, "error", str, what),
-            done=_field(obj, "done", bool, what),
-            start_at=parse_time(_field(obj, "start_at", str, what)),
-            end_at=None if end_at is None else parse_time(_field(obj, "end_at", str, what)),
-            exit_code=exit_code,
-            task=_field(obj, "task", str, what),
+            id=field_of(obj, "id", str, what),
+            message=field_of(obj, "message", str, what),
+            error=field_of(obj, "error", str, what),
+            done=field_of(obj, "done", bool, what),
+            start_at=parse_time(field_of(obj, "start_at", str, what)),
+            end_at=None if end_at is None else parse_time(end_at),
+            exit_code=optional_field_of(obj, "exit_code", int, what),
+            task=field_of(obj, "task", str, what),
             args=obj.get("args"),
         )
 

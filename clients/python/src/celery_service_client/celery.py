@@ -8,9 +8,12 @@ import time, every setting read from ``app.conf``:
 ``celery_service_token``
     sent as ``Authorization: Bearer <token>`` when set.
 ``celery_service_http_timeout``
-    seconds for one HTTP call (30).
+    seconds for one HTTP call, or a ``(connect, read)`` pair (``(5, 30)``).
 ``celery_service_poll_interval``
-    seconds between two polls of a running session (5).
+    seconds between two polls of a running session (5), and the first wait after a fault.
+``celery_service_max_backoff``
+    the longest wait between two attempts after faults (60): waits double from the poll
+    interval up to it, and are never shorter than the answer's ``Retry-After``.
 ``celery_service_timeout``
     seconds after which the poller gives up on a run and kills it on the service (3600).
 ``celery_service_default_schedule``
@@ -22,13 +25,22 @@ import time, every setting read from ``app.conf``:
 
 :func:`install` registers the task :data:`TASK_NAME` on the app; :func:`register_periodic_tasks`
 turns ``GET /discovery`` into ``app.conf.beat_schedule`` entries named ``celery-service:<url>``;
-:class:`DiscoveryScheduler` is a beat scheduler that does that at start and again every
-``celery_service_refresh_interval``, so a running beat follows edits of the service's YAML.
+:class:`DiscoveryScheduler` is a beat scheduler (beat's file scheduler plus a thread) that does
+that at start and again every ``celery_service_refresh_interval``, so a running beat follows
+edits of the service's YAML. It replaces the project's scheduler: a project on
+django-celery-beat's ``DatabaseScheduler`` keeps that one and uses
+:mod:`celery_service_client.contrib.django` (``manage.py celery_service_sync``) instead.
 
 The task submits ``POST /async/<url>`` and then polls the session through ``self.retry``: each
-poll is a message with a countdown, so no worker thread sleeps however long the run takes. When it
-gives up it kills the session, and either way it returns the final session as a JSON dict (see
-:meth:`~celery_service_client.Session.to_json`).
+poll is a message with a countdown, so no worker process sleeps however long the run takes (one
+worker process follows any number of runs). Faults that may pass are retried with backoff until
+the deadline, on submission and while polling alike: no answer (connection refused, timeout),
+429 and 503 (after their ``Retry-After``), and a proxy's 502 and 504. A 409 (the task has
+``concurrency_policy: forbid`` and a run of it is active) is a skipped tick: logged, and the
+task succeeds with ``{"skipped": true, …}`` (see :func:`is_skipped`). When the poller gives up
+(deadline passed) it kills the session. Its result is the final session as a JSON dict (see
+:meth:`~celery_service_client.Session.to_json`). Each worker process keeps one :class:`Client`
+(and its connections) for all its polls.
 
 Every submission carries an ``Idempotency-Key``. For a run scheduled by beat it is
 ``<url>@<tick>``, where ``<tick>`` is the scheduled minute in UTC (``2026-12-01T01:00Z``): beat's
@@ -44,26 +56,30 @@ the same message repeats it; pass ``idempotency_key=`` to choose your own.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone, tzinfo
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Final
 
 from celery import Celery, Task
-from celery.beat import PersistentScheduler
 from celery.exceptions import ImproperlyConfigured
-from celery.schedules import BaseSchedule, crontab
 from celery.signals import before_task_publish
 
-from ._client import Client
-from ._errors import (
-    CeleryServiceError,
-    ServiceUnavailable,
-    TooManyRequests,
-    TransportError,
+from ._beat import (
+    DEFAULT_SCHEDULE,
+    ENTRY_PREFIX,
+    TASK_NAME,
+    DiscoveryScheduler,
+    beat_entries,
+    register_periodic_tasks,
 )
-from ._models import CRONTAB_KEYS, Json, Session, parse_time
+from ._client import DEFAULT_TIMEOUT, Client, HttpTimeout
+from ._errors import CeleryServiceError, Conflict, is_retryable
+from ._models import Json, Session, parse_time
+from ._ticks import crontab_fields, idempotency_key, scheduled_tick
 
 if TYPE_CHECKING:
     RunTask = Task[..., dict[str, Json]]
@@ -74,48 +90,82 @@ __all__ = [
     "PUBLISHED_AT_HEADER",
     "TASK_NAME",
     "DiscoveryScheduler",
+    "beat_entries",
     "client_from_conf",
     "crontab_fields",
     "idempotency_key",
     "install",
+    "is_skipped",
     "register_periodic_tasks",
     "scheduled_tick",
+    "shared_client",
 ]
 
-#: The name of the task that runs a service task and follows its session.
-TASK_NAME: Final = "celery_service.run"
-#: The prefix of the beat entries :func:`register_periodic_tasks` owns.
-ENTRY_PREFIX: Final = "celery-service:"
 #: The message header :func:`install` stamps with the publish time (RFC 3339, UTC).
 PUBLISHED_AT_HEADER: Final = "celery_service_published_at"
 
 logger = logging.getLogger(__name__)
 
 
-class _Default:
-    def __repr__(self) -> str:
-        return "DEFAULT_SCHEDULE"
+def _conf_timeout(value: Any) -> HttpTimeout:
+    if value is None:
+        return DEFAULT_TIMEOUT
+    if isinstance(value, (list, tuple)):
+        connect, read = value
+        return (
+            None if connect is None else float(connect),
+            None if read is None else float(read),
+        )
+    return float(value)
 
 
-#: ``crontab(minute=0, hour=1)``, built when used rather than at import.
-DEFAULT_SCHEDULE: Final = _Default()
-
-ScheduleArg: TypeAlias = BaseSchedule | _Default | None
-
-
-def client_from_conf(app: Celery) -> Client:
-    """A :class:`Client` made from ``celery_service_url``/``_token``/``_http_timeout``."""
+def client_from_conf(app: Celery, *, timeout: HttpTimeout | None = None) -> Client:
+    """A new :class:`Client` made from ``celery_service_url``/``_token``/``_http_timeout``
+    (``timeout``, when given, instead of the last)."""
     conf = app.conf
     url = conf.get("celery_service_url")
     if not url:
         raise ImproperlyConfigured(
             "celery_service_url is not set: where does celery-service listen?"
         )
+    token = conf.get("celery_service_token")
+    if token is not None and not str(token).strip():
+        raise ImproperlyConfigured(
+            "celery_service_token is empty: leave it unset (None) for a service without tokens"
+        )
     return Client(
         str(url),
-        token=conf.get("celery_service_token"),
-        timeout=float(conf.get("celery_service_http_timeout", 30.0)),
+        token=None if token is None else str(token),
+        timeout=timeout or _conf_timeout(conf.get("celery_service_http_timeout")),
     )
+
+
+_shared_lock = threading.Lock()
+_shared: dict[tuple[int, str], Client] = {}
+
+
+def shared_client(app: Celery) -> Client:
+    """This process's :class:`Client` for ``app``'s settings, made on first use and kept for
+    every poll.
+
+    A forked child (a prefork pool's worker process) makes its own rather than sharing its
+    parent's connections.
+    """
+    conf = app.conf
+    settings = (
+        conf.get("celery_service_url"),
+        conf.get("celery_service_token"),
+        conf.get("celery_service_http_timeout"),
+    )
+    key = (os.getpid(), repr(settings))
+    with _shared_lock:
+        client = _shared.get(key)
+        if client is None:
+            for stale in [k for k in _shared if k[0] != key[0]]:
+                # The parent's: not closed here, its sockets belong to the parent.
+                del _shared[stale]
+            client = _shared[key] = client_from_conf(app)
+        return client
 
 
 def install(app: Celery) -> RunTask:
@@ -138,113 +188,14 @@ def install(app: Celery) -> RunTask:
     return task
 
 
+def is_skipped(result: Mapping[str, Json]) -> bool:
+    """Whether a result of :data:`TASK_NAME` is a skipped tick (a 409) rather than a session."""
+    return result.get("skipped") is True
+
+
 def _stamp_published_at(sender: object = None, headers: Any = None, **_: object) -> None:
     if sender == TASK_NAME and isinstance(headers, dict):
         headers.setdefault(PUBLISHED_AT_HEADER, datetime.now(timezone.utc).isoformat())
-
-
-def register_periodic_tasks(
-    app: Celery,
-    client: Client | None = None,
-    default_schedule: ScheduleArg = DEFAULT_SCHEDULE,
-) -> dict[str, dict[str, Any]]:
-    """Fills ``app.conf.beat_schedule`` from ``GET /discovery``; returns the entries it made.
-
-    Every enabled task gets the entry ``celery-service:<url>`` running :data:`TASK_NAME` with
-    args ``(url, empty_param)``, on ``crontab(**entry.crontab)``, or on ``default_schedule`` for a
-    task without a schedule (``None``: not scheduled). Disabled tasks get no entry. Entries of
-    an earlier call are replaced; every other beat entry is left as it is. ``client`` defaults to
-    :func:`client_from_conf`. Raises :class:`~celery_service_client.CeleryServiceError` (and
-    changes nothing) when the service cannot be asked.
-    """
-    install(app)
-    if client is None:
-        with client_from_conf(app) as own:
-            entries = own.discovery()
-    else:
-        entries = client.discovery()
-    default = (
-        crontab(minute=0, hour=1) if isinstance(default_schedule, _Default) else default_schedule
-    )
-    ours: dict[str, dict[str, Any]] = {}
-    for entry in entries:
-        if not entry.enable:
-            continue
-        if entry.crontab is not None:
-            fields: dict[str, str] | None = dict(entry.crontab)
-            schedule: BaseSchedule = crontab(**entry.crontab)
-        elif default is not None:
-            fields = crontab_fields(default)
-            schedule = default
-        else:
-            continue
-        ours[ENTRY_PREFIX + entry.url] = {
-            "task": TASK_NAME,
-            "schedule": schedule,
-            "args": (entry.url, entry.empty_param),
-            # `scheduled` and `crontab` tell the task it runs a tick (for its idempotency key).
-            "kwargs": {"scheduled": True, "crontab": fields},
-            "options": {},
-        }
-    current = app.conf.beat_schedule or {}
-    others = {k: v for k, v in current.items() if not k.startswith(ENTRY_PREFIX)}
-    app.conf.beat_schedule = {**others, **ours}
-    return ours
-
-
-def crontab_fields(schedule: BaseSchedule) -> dict[str, str] | None:
-    """The five ``crontab`` keyword arguments of a crontab schedule, ``None`` for another kind."""
-    if not isinstance(schedule, crontab):
-        return None
-    return {key: str(getattr(schedule, f"_orig_{key}")) for key in CRONTAB_KEYS}
-
-
-def scheduled_tick(
-    fields: Mapping[str, str] | None,
-    at: datetime,
-    tz: tzinfo = timezone.utc,
-) -> datetime:
-    """The tick a run published at ``at`` stands for, in UTC.
-
-    That is the last minute at or before ``at`` that the crontab ``fields`` match in ``tz`` (as
-    beat reads them: day of month AND day of week), searched back at most 400 days; ``at``
-    floored to the minute when there are no fields or nothing matched.
-    """
-    local = at.astimezone(tz).replace(second=0, microsecond=0, tzinfo=None)
-    if fields:
-        try:
-            cron = crontab(**fields)
-        except ValueError:
-            cron = None
-        found = None if cron is None else _last_match(cron, local)
-        if found is not None:
-            local = found
-    return local.replace(tzinfo=tz).astimezone(timezone.utc)
-
-
-def _last_match(cron: crontab, start: datetime) -> datetime | None:
-    minutes: set[int] = getattr(cron, "minute")  # noqa: B009 - the stubs do not declare them
-    hours: set[int] = getattr(cron, "hour")  # noqa: B009
-    dows: set[int] = getattr(cron, "day_of_week")  # noqa: B009 - 0 is Sunday
-    doms: set[int] = getattr(cron, "day_of_month")  # noqa: B009
-    months: set[int] = getattr(cron, "month_of_year")  # noqa: B009
-    t = start
-    stop = start - timedelta(days=400)
-    while t >= stop:
-        if t.month not in months or t.day not in doms or t.isoweekday() % 7 not in dows:
-            t = t.replace(hour=0, minute=0) - timedelta(minutes=1)
-        elif t.hour not in hours:
-            t = t.replace(minute=0) - timedelta(minutes=1)
-        elif t.minute not in minutes:
-            t -= timedelta(minutes=1)
-        else:
-            return t
-    return None
-
-
-def idempotency_key(url: str, tick: datetime) -> str:
-    """``<url>@<tick>``, the tick as a UTC minute: ``tendb-cluster/demo1@2026-12-01T01:00Z``."""
-    return f"{url.strip('/')}@{tick.astimezone(timezone.utc):%Y-%m-%dT%H:%MZ}"
 
 
 def _published_at(task: RunTask) -> datetime:
@@ -271,77 +222,93 @@ def _run(
     idempotency_key: str | None = None,
     session_id: str | None = None,
     deadline: float | None = None,
+    faults: int = 0,
 ) -> dict[str, Json]:
     """Runs the service task at ``url`` with ``body`` and returns its final session.
 
-    ``timeout`` overrides ``celery_service_timeout`` for this run. ``session_id`` and
-    ``deadline`` are the task's own state between two polls; do not pass them.
+    ``timeout`` overrides ``celery_service_timeout`` for this run. ``session_id``, ``deadline``
+    and ``faults`` are the task's own state between two polls; do not pass them.
     """
-    app = self.app
-    conf = app.conf
+    conf = self.app.conf
     poll = float(conf.get("celery_service_poll_interval", 5.0))
+    limit = float(timeout if timeout is not None else conf.get("celery_service_timeout", 3600))
     if deadline is None:
-        limit = float(timeout if timeout is not None else conf.get("celery_service_timeout", 3600))
         deadline = time.time() + limit
-    if idempotency_key is None:
-        idempotency_key = _key_for(self, url, scheduled, crontab)
-    state: dict[str, Any] = {
-        "scheduled": scheduled,
-        "crontab": crontab,
-        "timeout": timeout,
-        "idempotency_key": idempotency_key,
-        "deadline": deadline,
-    }
-
-    def again(countdown: float, exc: Exception | None = None, **changes: Any) -> Exception:
-        countdown = max(0.0, min(countdown, deadline - time.time()))
-        return self.retry(
-            args=(url, body), kwargs={**state, **changes}, countdown=countdown, exc=exc
-        )
-
+    key = idempotency_key or _key_for(self, url, scheduled, crontab)
     # Eager (task_always_eager, as in a project's own tests) or a plain call: there is no worker
     # to send a retry to, so wait here instead.
     blocking = bool(self.request.is_eager or self.request.called_directly)
-    with client_from_conf(app) as client:
-        if session_id is None:
-            try:
-                session_id = client.run_async(url, body, idempotency_key=idempotency_key)
-            except (TransportError, TooManyRequests, ServiceUnavailable) as e:
-                # The same key makes a second submission safe once the service honours it.
-                if blocking or time.time() >= deadline:
-                    raise
-                raise again(e.retry_after or poll, e) from e
-            logger.info(
-                "celery-service: %s started session %s (Idempotency-Key %s)",
-                url,
-                session_id,
-                idempotency_key,
-            )
-        while True:
-            try:
-                # NotFound goes up: sessions live in the service's memory, so it was restarted
-                # and the run is lost.
-                session: Session | None = client.query(session_id)
-            except TransportError as e:
-                if time.time() >= deadline:
-                    raise
-                if not blocking:
-                    raise again(poll, e, session_id=session_id) from e
-                session = None
-            if session is not None and session.done:
-                break
-            if time.time() >= deadline:
-                logger.warning(
-                    "celery-service: %s session %s still running after %s s: killing it",
-                    url,
-                    session_id,
-                    timeout if timeout is not None else conf.get("celery_service_timeout", 3600),
-                )
-                session = client.kill(session_id)
-                break
-            if not blocking:
-                raise again(poll, session_id=session_id)
-            time.sleep(max(0.0, min(poll, deadline - time.time())))
+    client = shared_client(self.app)
+    while True:
+        try:
+            if session_id is None:
+                session_id = _submit(client, url, body, key)
+                faults = 0
+            session = client.query(session_id)
+            faults = 0
+            if session.done:
+                _log_end(url, session)
+                return session.to_json()
+            wait, fault = poll, None
+        except Conflict as e:
+            if session_id is not None:
+                raise
+            logger.warning("celery-service: %s skipped: %s", url, e.msg)
+            return {"skipped": True, "task": url, "reason": e.msg, "idempotency_key": key}
+        except CeleryServiceError as e:
+            # NotFound while polling goes up: sessions live in the service's memory, so it was
+            # restarted and the run is lost.
+            if not is_retryable(e):
+                raise
+            wait, fault = _backoff(conf, poll, faults, e.retry_after), e
+            faults += 1
+            logger.warning("celery-service: %s: %s; again in %.1f s", url, e, wait)
+        left = deadline - time.time()
+        if left <= 0:
+            return _give_up(client, url, session_id, limit, fault)
+        wait = min(wait, left)
+        if blocking:
+            time.sleep(wait)
+            continue
+        state = {
+            "scheduled": scheduled,
+            "crontab": crontab,
+            "timeout": timeout,
+            "idempotency_key": key,
+            "session_id": session_id,
+            "deadline": deadline,
+            "faults": faults,
+        }
+        raise self.retry(args=(url, body), kwargs=state, countdown=wait, exc=fault)
+
+
+def _submit(client: Client, url: str, body: Json, key: str) -> str:
+    # The key makes a second submission safe: one that reached the service answers its session.
+    session_id = client.run_async(url, body, idempotency_key=key)
+    logger.info("celery-service: %s started session %s (Idempotency-Key %s)", url, session_id, key)
+    return session_id
+
+
+def _backoff(conf: Any, poll: float, faults: int, retry_after: float | None) -> float:
+    ceiling = float(conf.get("celery_service_max_backoff", 60.0))
+    return max(min(poll * 2.0**faults, ceiling), retry_after or 0.0)
+
+
+def _give_up(
+    client: Client,
+    url: str,
+    session_id: str | None,
+    limit: float,
+    fault: CeleryServiceError | None,
+) -> dict[str, Json]:
+    """The deadline passed: kills the run, or raises the last fault when there is none."""
+    if session_id is None:
+        assert fault is not None
+        raise fault
+    logger.warning(
+        "celery-service: %s session %s still running after %s s: killing it", url, session_id, limit
+    )
+    session = client.kill(session_id)
     _log_end(url, session)
     return session.to_json()
 
@@ -358,69 +325,3 @@ def _log_end(url: str, session: Session) -> None:
         logger.info("celery-service: %s session %s done: %s", url, session.id, session.message)
     else:
         logger.warning("celery-service: %s session %s failed: %s", url, session.id, session.error)
-
-
-class DiscoveryScheduler(PersistentScheduler):
-    """A beat scheduler that keeps the ``celery-service:`` entries in step with ``/discovery``.
-
-    It calls :func:`register_periodic_tasks` (with ``celery_service_default_schedule``) when beat
-    starts and every ``celery_service_refresh_interval`` seconds, and merges what changed into the
-    running schedule: an edit of the service's YAML reaches beat without restarting either. When
-    the service cannot be asked it keeps the schedule it has, logs a warning and asks again
-    within 15 s. Use it with ``beat_scheduler = "celery_service_client.celery:DiscoveryScheduler"``
-    (or ``celery beat -S …``); everything else is :class:`celery.beat.PersistentScheduler`.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._next_refresh = 0.0
-        self._ours: dict[str, dict[str, Any]] | None = None
-        super().__init__(*args, **kwargs)
-
-    def setup_schedule(self) -> None:
-        self._refresh()
-        super().setup_schedule()
-
-    def tick(self, *args: Any, **kwargs: Any) -> float:
-        if time.monotonic() >= self._next_refresh and self._refresh():
-            self.merge_inplace(self.app.conf.beat_schedule)
-            self.install_default_entries(self.schedule)
-            # Rebuild the heap: an entry changed in place keeps its old place in it otherwise.
-            self._heap = None
-            self.sync()
-        delay = float(super().tick(*args, **kwargs))
-        return max(0.0, min(delay, self._next_refresh - time.monotonic()))
-
-    def _refresh(self) -> bool:
-        """Re-registers; whether the entries changed."""
-        conf = self.app.conf
-        interval = float(conf.get("celery_service_refresh_interval", 60.0))
-        try:
-            ours = register_periodic_tasks(
-                self.app,
-                default_schedule=conf.get("celery_service_default_schedule", DEFAULT_SCHEDULE),
-            )
-        except CeleryServiceError as e:
-            logger.warning("celery-service: cannot read /discovery, schedule kept: %s", e)
-            self._next_refresh = time.monotonic() + min(interval, 15.0)
-            return False
-        self._next_refresh = time.monotonic() + interval
-        if self._ours is not None and _same(self._ours, ours):
-            return False
-        before = set(self._ours or {})
-        logger.info(
-            "celery-service: schedule from /discovery: %d entries (added %s, removed %s)",
-            len(ours),
-            sorted(set(ours) - before) or "none",
-            sorted(before - set(ours)) or "none",
-        )
-        self._ours = ours
-        return True
-
-
-def _same(a: Mapping[str, Mapping[str, Any]], b: Mapping[str, Mapping[str, Any]]) -> bool:
-    return a.keys() == b.keys() and all(
-        a[k]["schedule"] == b[k]["schedule"]
-        and a[k]["args"] == b[k]["args"]
-        and a[k]["kwargs"] == b[k]["kwargs"]
-        for k in a
-    )

@@ -1,0 +1,1 @@
+"""Integrations with frameworks around Celery (install the matching extra)."""
