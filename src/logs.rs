@@ -170,8 +170,8 @@ impl TaskLog {
     }
 
     /// A reusable batch of output lines of one stream, appended in one `write` each time (the
-    /// lines of one read from a pipe: a task printing 50 MB is logged in about a thousand writes
-    /// instead of half a million, see BENCHMARKS.md).
+    /// lines of one read from a pipe), so a task printing megabytes is logged in a write per read
+    /// rather than one per line.
     pub fn lines(&self, session: Uuid, stream: Stream) -> Lines<'_> {
         Lines {
             log: self,

@@ -76,6 +76,7 @@ struct Metrics {
     run_duration: Histograms<TaskLabel>,
     runs_running: Gauge,
     run_events_dropped: Counter,
+    log_records_dropped: Gauge,
     sessions_held: Gauge,
     http_requests: Family<HttpLabel, Counter>,
     http_duration: Histograms<RouteLabel>,
@@ -104,6 +105,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         run_duration: Family::new_with_constructor(run_buckets),
         runs_running: Gauge::default(),
         run_events_dropped: Counter::default(),
+        log_records_dropped: Gauge::default(),
         sessions_held: Gauge::default(),
         http_requests: Family::default(),
         http_duration: Family::new_with_constructor(http_buckets),
@@ -130,6 +132,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Runs going now";
         "cs_run_events_dropped", run_events_dropped:
             "Run events a live view lost because it fell behind";
+        "cs_log_records_dropped", log_records_dropped:
+            "Task log records dropped because the log writer fell behind (since start)";
         "cs_sessions_held", sessions_held:
             "Async sessions kept in memory (running and finished within retention)";
         "cs_http_requests", http_requests:
@@ -210,6 +214,8 @@ pub struct Snapshot {
     pub sessions: usize,
     /// The served config's generation.
     pub generation: u64,
+    /// Log records dropped so far because the log writer fell behind.
+    pub log_records_dropped: u64,
 }
 
 /// The scrape in the OpenMetrics text format.
@@ -219,6 +225,8 @@ pub fn render(now: Snapshot) -> String {
         .set(i64::try_from(now.sessions).unwrap_or(i64::MAX));
     m.generation
         .set(i64::try_from(now.generation).unwrap_or(i64::MAX));
+    m.log_records_dropped
+        .set(i64::try_from(now.log_records_dropped).unwrap_or(i64::MAX));
     read_process(m);
     let mut out = String::new();
     // Writing into a String cannot fail.

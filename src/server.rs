@@ -6,7 +6,8 @@
 //! a slow disk) only holds up the task on it, and the runtime moves every other connection and
 //! run to a free thread. The service used to deal connections to per-thread single-threaded
 //! runtimes to save cross-thread wake-ups, and then one blocked thread stalled every connection
-//! and run pinned to it; the paired A/B in BENCHMARKS.md found no throughput worth that.
+//! and run pinned to it; measured, the per-thread runtimes gained no throughput worth that
+//! (BENCHMARKS.md).
 //!
 //! Why hyper is driven here rather than by `poem::Server`: a client may half-close its socket
 //! after sending a request and still wait for the answer, and hyper ends such a connection on

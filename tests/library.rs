@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celery_service::cli::{Cli, Command};
+use celery_service::supervisor::{LiveEvents, Mode, RunEvent};
 use celery_service::{serve, App, Settings};
 use clap::Parser;
 use common::{poll, process_gone};
@@ -123,4 +124,82 @@ async fn serve_answers_real_http_on_an_ephemeral_port_and_stops_on_its_shutdown_
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "the port still accepts after serve returned"
     );
+}
+
+/// The next event of `events` that concerns run `id` (any run when `None`), within 20 s.
+async fn next_of(events: &mut LiveEvents, id: Option<uuid::Uuid>) -> RunEvent {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(20), events.next())
+            .await
+            .expect("an event within 20 s")
+            .expect("the bus is open");
+        let of = match &event {
+            RunEvent::Started(info) => info.id,
+            RunEvent::Output { id, .. } => *id,
+            RunEvent::Ended { info, .. } => info.id,
+        };
+        if id.is_none_or(|id| id == of) {
+            return event;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_view_follows_each_run_and_a_kill_ends_a_sync_run_too() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("external-tasks.yaml"), TASKS).unwrap();
+    std::fs::create_dir(dir.path().join("collect")).unwrap();
+    let app: Arc<App> = App::load(settings(dir.path())).expect("the config loads");
+    let mut events = app.runs.subscribe();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve(app.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+
+    // A run that ends by itself: started, its output line, ended with its result, in that order.
+    let (status, v) = post(&http, &base, "/sync/library/hello", r#"["live"]"#).await;
+    assert_eq!((status, &v["data"]), (200, &json!("hello live")), "{v}");
+    let RunEvent::Started(info) = next_of(&mut events, None).await else {
+        panic!("the first event of a run is not Started")
+    };
+    assert_eq!(
+        (info.task.path.as_str(), info.mode),
+        ("library/hello", Mode::Sync)
+    );
+    let RunEvent::Output { line, .. } = next_of(&mut events, Some(info.id)).await else {
+        panic!("no output event before the end")
+    };
+    assert_eq!(&*line, "hello live");
+    let RunEvent::Ended { result, .. } = next_of(&mut events, Some(info.id)).await else {
+        panic!("no end event")
+    };
+    assert!(result.ok && result.data == "hello live", "{result:?}");
+
+    // A sync run is a live run like any other: /async/kill ends it, and its caller is told.
+    let caller = {
+        let (http, base) = (http.clone(), base.clone());
+        tokio::spawn(async move { post(&http, &base, "/sync/library/nap", "").await })
+    };
+    let RunEvent::Started(nap) = next_of(&mut events, None).await else {
+        panic!("the nap did not start")
+    };
+    assert_eq!(app.runs.live_runs().len(), 1);
+    let kill = format!(r#"{{"session_id":"{}"}}"#, nap.id);
+    let (status, v) = post(&http, &base, "/async/kill", &kill).await;
+    assert_eq!((status, &v["data"]["done"]), (200, &json!(true)), "{v}");
+    let (status, v) = caller.await.unwrap();
+    assert_eq!((status, &v["code"]), (200, &json!(1)), "{v}");
+    assert!(
+        v["msg"].as_str().unwrap().starts_with("killed on request"),
+        "{v}"
+    );
+    assert!(
+        app.runs.live_runs().is_empty(),
+        "the killed run is still live"
+    );
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
 }

@@ -90,6 +90,9 @@ async fn metrics_move_with_runs_failures_kills_and_reloads() {
     assert_eq!(value(&after, failed), 1.0);
     assert_eq!(value(&after, killed), 1.0);
     assert_eq!(value(&after, "cs_runs_running{}"), 0.0);
+    // No live view fell behind and the log writer kept up: both counted, both zero.
+    assert_eq!(value(&after, "cs_run_events_dropped_total{}"), 0.0);
+    assert_eq!(value(&after, "cs_log_records_dropped{}"), 0.0);
     assert_eq!(value(&after, r#"cs_runs_started_total{task="demo1"}"#), 2.0);
     assert_eq!(
         value(&after, r#"cs_run_duration_seconds_count{task="demo1"}"#),

@@ -39,6 +39,7 @@ impl MetricsApi {
         let now = crate::metrics::Snapshot {
             sessions: self.app.runs.session_count(),
             generation: self.app.routes.load().generation,
+            log_records_dropped: self.app.logs.dropped(),
         };
         MetricsAnswer::Ok(PlainText(crate::metrics::render(now)))
     }

@@ -207,6 +207,70 @@ impl Fields<'_> {
     }
 }
 
+impl Fields<'_> {
+    /// Every key that is not a known field is an error naming the known ones.
+    fn unknown_fields(&mut self) {
+        for key in self.map.keys() {
+            match key.as_str() {
+                Some(k) if KNOWN_FIELDS.contains(&k) => {}
+                Some(k) => self.error(
+                    k,
+                    format!("unknown field (known fields: {})", KNOWN_FIELDS.join(", ")),
+                ),
+                None => self.error(&format!("{key:?}"), "field names must be strings"),
+            }
+        }
+    }
+
+    /// `cluster_type`: required, and it must make a URL segment.
+    fn cluster_type(&mut self) -> Option<String> {
+        let cluster_type = self.string("cluster_type");
+        if cluster_type
+            .as_deref()
+            .is_some_and(|ct| super::segment(ct).is_empty())
+        {
+            self.error("cluster_type", "must contain at least one letter or digit");
+        }
+        cluster_type
+    }
+
+    /// `language`: required, one of the languages the service runs.
+    fn language(&mut self) -> Option<Language> {
+        let text = self.string("language")?;
+        let parsed = Language::parse(&text);
+        if parsed.is_none() {
+            self.error(
+                "language",
+                format!("`{text}` is not one of {}", Language::NAMES),
+            );
+        }
+        parsed
+    }
+
+    /// `timeout`: optional, a duration longer than zero.
+    fn timeout(&mut self) -> Option<std::time::Duration> {
+        let text = self.read(
+            "timeout",
+            "a duration like \"30s\", \"15m\" or \"2h\"",
+            |v| v.as_str().map(str::to_string),
+        )?;
+        match humantime::parse_duration(&text) {
+            Ok(d) if d.is_zero() => {
+                self.error("timeout", "must be longer than 0s");
+                Some(d)
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(
+                    "timeout",
+                    format!("`{text}` is not a duration like 30s, 15m or 2h: {e}"),
+                );
+                None
+            }
+        }
+    }
+}
+
 /// Reads one task; pushes every problem it finds and returns the task only when it has none.
 fn parse_task(
     index: usize,
@@ -229,39 +293,13 @@ fn parse_task(
         task: TaskRef { index, name },
         errors,
     };
-
-    for key in map.keys() {
-        match key.as_str() {
-            Some(k) if KNOWN_FIELDS.contains(&k) => {}
-            Some(k) => f.error(
-                k,
-                format!("unknown field (known fields: {})", KNOWN_FIELDS.join(", ")),
-            ),
-            None => f.error(&format!("{key:?}"), "field names must be strings"),
-        }
-    }
-
+    f.unknown_fields();
     let name = f.string("name");
     if let Some(name) = &name {
         check_name(name, &mut f);
     }
-    let cluster_type = f.string("cluster_type");
-    if cluster_type
-        .as_deref()
-        .is_some_and(|ct| super::segment(ct).is_empty())
-    {
-        f.error("cluster_type", "must contain at least one letter or digit");
-    }
-    let language = f.string("language").and_then(|l| {
-        let parsed = Language::parse(&l);
-        if parsed.is_none() {
-            f.error(
-                "language",
-                format!("`{l}` is not one of {}", Language::NAMES),
-            );
-        }
-        parsed
-    });
+    let cluster_type = f.cluster_type();
+    let language = f.language();
     let executable = f.string("executable");
     let args = f.strings("args");
     let collected = f.require(
@@ -276,25 +314,7 @@ fn parse_task(
     let enable = f.read("enable", "true or false", Value::as_bool);
     let empty_param = f.strings("empty_param");
     let schedule = f.schedule();
-    let timeout = f
-        .read(
-            "timeout",
-            "a duration like \"30s\", \"15m\" or \"2h\"",
-            |v| v.as_str().map(str::to_string),
-        )
-        .and_then(|text| match humantime::parse_duration(&text) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                f.error(
-                    "timeout",
-                    format!("`{text}` is not a duration like 30s, 15m or 2h: {e}"),
-                );
-                None
-            }
-        });
-    if timeout.is_some_and(|t| t.is_zero()) {
-        f.error("timeout", "must be longer than 0s");
-    }
+    let timeout = f.timeout();
     let concurrency_policy = f.read(
         "concurrency_policy",
         &format!("one of {}", ConcurrencyPolicy::NAMES),

@@ -22,9 +22,9 @@ use crate::logs::{Lines, Stream, TaskLog};
 const MAX_LINE: usize = 1024 * 1024;
 
 /// Output is read into a buffer that starts small, because most runs print a few short lines and
-/// a large zeroed buffer per stream per run showed in the profile (bench/, BENCHMARKS.md), and
-/// grows to a pipe's capacity as soon as one read fills it, so a task printing megabytes is read
-/// in few large reads.
+/// zeroing a large buffer per stream per run costs more than the run's own reads, and grows to a
+/// pipe's capacity as soon as one read fills it, so a task printing megabytes is read in few
+/// large reads.
 const READ_START: usize = 512;
 const READ_MAX: usize = 64 * 1024;
 

@@ -149,3 +149,76 @@ impl LiveEvents {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Records the ids of the events it is told, in order.
+    #[derive(Default)]
+    struct Seen(Arc<Mutex<Vec<Uuid>>>);
+
+    impl Observer for Seen {
+        fn observe(&self, event: &RunEvent) {
+            if let RunEvent::Output { id, .. } = event {
+                self.0.lock().unwrap().push(*id);
+            }
+        }
+    }
+
+    fn output(n: u128) -> RunEvent {
+        RunEvent::Output {
+            id: Uuid::from_u128(n),
+            line: Arc::from("line"),
+        }
+    }
+
+    fn dropped_so_far() -> f64 {
+        let scrape = crate::metrics::render(crate::metrics::Snapshot {
+            sessions: 0,
+            generation: 0,
+            log_records_dropped: 0,
+        });
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix("cs_run_events_dropped_total "))
+            .and_then(|v| v.parse().ok())
+            .expect("the counter is in the scrape")
+    }
+
+    #[tokio::test]
+    async fn observers_see_every_event_and_a_lagging_view_counts_what_it_lost() {
+        let seen = Seen::default();
+        let ids = seen.0.clone();
+        let bus = Bus::new(vec![Box::new(seen)]);
+        let before = dropped_so_far();
+        let mut view = bus.subscribe();
+        let total = LIVE_CAPACITY as u128 + 10;
+        for n in 0..total {
+            bus.publish(output(n));
+        }
+        let expected: Vec<Uuid> = (0..total).map(Uuid::from_u128).collect();
+        assert_eq!(
+            *ids.lock().unwrap(),
+            expected,
+            "an observer missed or reordered events"
+        );
+        // The view fell 10 events behind its capacity: it goes on from the oldest it still has,
+        // and the 10 it lost are counted.
+        let Some(RunEvent::Output { id, .. }) = view.next().await else {
+            panic!("the view has no event")
+        };
+        assert_eq!(id, Uuid::from_u128(10));
+        assert!(dropped_so_far() - before >= 10.0);
+        drop(bus);
+        for _ in 11..total {
+            assert!(view.next().await.is_some());
+        }
+        assert!(
+            view.next().await.is_none(),
+            "the view goes on after the bus is gone"
+        );
+    }
+}
