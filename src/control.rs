@@ -274,6 +274,11 @@ impl Control {
         self.hurry.cancel();
     }
 
+    /// Resolves once [`Self::hurry`] has been called.
+    pub async fn hurried(&self) {
+        self.hurry.cancelled().await;
+    }
+
     /// Shutdown: refuses new runs at once, lets active runs finish for up to
     /// `--shutdown-timeout` (or until [`Self::hurry`]), then stops the rest with
     /// [`StopReason::Shutdown`]. Returns once they have been asked to stop.

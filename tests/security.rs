@@ -274,22 +274,50 @@ async fn each_limit_is_answered_naming_its_flag() {
     );
     drop(slow);
 
-    // Over --max-connections: three idle connections are held, the fourth is answered 503.
-    let held: Vec<TcpStream> = (0..3)
+    // Over --max-connections: while connections are idle, the one idle longest makes room ...
+    let idle: Vec<TcpStream> = (0..3)
         .map(|_| {
             let c = TcpStream::connect(&addr).unwrap();
             c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             c
         })
         .collect();
-    let answer = poll(Duration::from_secs(5), || async {
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let st = fresh.get(format!("{}/ping", s.base)).send().await.unwrap();
+    assert_eq!(st.status(), 200);
+    drop(idle);
+    // ... and once all three are busy with requests (headers sent, body still coming), the
+    // fourth is answered 503.
+    let busy = || {
+        let mut c = TcpStream::connect(&addr).unwrap();
+        c.write_all(
+            b"POST /sync/tendb-cluster/demo1 HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n[",
+        )
+        .unwrap();
+        c.set_nonblocking(true).unwrap();
+        c
+    };
+    let mut held: Vec<TcpStream> = (0..3).map(|_| busy()).collect();
+    let answer = poll(Duration::from_secs(5), || {
+        // One of them may have been taken for idle and closed to make room for the next one
+        // before its headers were read: open it again.
+        for c in &mut held {
+            let open =
+                matches!(c.peek(&mut [0]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+            if !open {
+                *c = busy();
+            }
+        }
         let mut extra = TcpStream::connect(&addr).unwrap();
         extra
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         let mut text = String::new();
         let _ = extra.read_to_string(&mut text);
-        text.starts_with("HTTP/1.1 503").then_some(text)
+        async move { text.starts_with("HTTP/1.1 503").then_some(text) }
     })
     .await;
     assert!(answer.contains("--max-connections"), "{answer}");
