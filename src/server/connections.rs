@@ -2,11 +2,12 @@
 //! an idle one when its time is up, and making room at `--max-connections` by closing the one
 //! idle longest.
 //!
-//! Why this is not left to hyper: hyper 1 starts its HTTP/1 header read timeout at a request's
-//! first byte, so a client that connects and sends nothing is never closed, and neither HTTP/1
-//! nor HTTP/2 close a connection left idle between requests. A client holding connections could
-//! then keep every new one out. So each connection carries a small state, shared by its task and
-//! its requests:
+//! Why this is not left to hyper: hyper-util's auto builder (HTTP/1 or h2c) waits for a
+//! connection's first bytes to pick the protocol before hyper's HTTP/1 header read timer runs, so
+//! a client that connects and sends nothing was never closed; hyper's timer also runs between
+//! kept-alive requests, so it cannot give them a longer keep-alive time; and HTTP/2 has neither.
+//! A client holding connections could then keep every new one out. So hyper's timer is off and
+//! each connection carries a small state, shared by its task and its requests:
 //! - idle since it was accepted, until the headers of a first request are complete;
 //! - busy while any of its requests is in flight (from complete headers until the response body
 //!   has been handed to the socket; several at once on HTTP/2);
@@ -14,22 +15,16 @@
 //!
 //! An idle connection is closed once it has been idle for `--header-read-timeout` (no request
 //! yet, whether it sent nothing or half its headers) or `--keep-alive-timeout` (after a request;
-//! but once bytes of a next request arrive, it has `--header-read-timeout` from the first of them
-//! to complete its headers, which [`Watched`] notices). hyper's own header read timeout is off:
-//! it would also close a kept-alive connection after `--header-read-timeout`.
-//! A busy one is never closed here. At `--max-connections`, a new connection closes the
-//! connection idle longest to make room; only when every held connection is busy is the new one
-//! refused with a 503.
+//! but once bytes of a next request arrive, which [`super::watched::Watched`] reports, its
+//! headers must be complete within `--header-read-timeout` of them). A busy connection is never
+//! closed here. At `--max-connections`, a new connection closes the connection idle longest to
+//! make room; only when every held connection is busy is the new one refused with a 503.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -264,109 +259,13 @@ impl Drop for Busy {
 impl Tracked {
     /// Bytes arrived: if the connection is idle after a request, its next request has begun and
     /// the header read timeout runs from now.
-    fn bytes_arrived(&self) {
+    pub(super) fn bytes_arrived(&self) {
         let mut s = lock(&self.state);
         if s.busy == 0 && s.served && s.reading_since.is_none() {
             s.reading_since = Some(Instant::now());
             drop(s);
             self.changed.notify_waiters();
         }
-    }
-}
-
-/// A connection's socket, telling its [`Tracked`] when bytes arrive.
-pub struct Watched<T> {
-    io: T,
-    tracked: Arc<Tracked>,
-}
-
-impl<T> Watched<T> {
-    /// `io`, reporting to the connection `held`.
-    pub fn new(io: T, held: &Held) -> Self {
-        Self {
-            io,
-            tracked: held.tracked(),
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let read = Pin::new(&mut this.io).poll_read(cx, buf);
-        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.tracked.bytes_arrived();
-        }
-        read
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
-/// A response body that keeps its request's connection busy until hyper has sent all of it (or
-/// given up on it) and dropped it.
-pub struct Guarded<B> {
-    body: B,
-    _busy: Option<Busy>,
-}
-
-impl<B> Guarded<B> {
-    /// `body`, holding `busy` until it is dropped.
-    pub fn new(body: B, busy: Option<Busy>) -> Self {
-        Self { body, _busy: busy }
-    }
-}
-
-impl<B: Body + Unpin> Body for Guarded<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
 

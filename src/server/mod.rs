@@ -42,8 +42,10 @@ use crate::api::hangup;
 use crate::App;
 
 pub mod connections;
+pub mod watched;
 
-use connections::{Connections, Guarded, Held, Rules, Watched};
+use connections::{Connections, Held, Rules};
+use watched::{Guarded, Watched};
 
 /// How long in-flight requests may take to finish once shutdown has begun.
 const REQUEST_GRACE: Duration = Duration::from_secs(5);
@@ -67,19 +69,7 @@ pub async fn serve(
     let stop_serving = CancellationToken::new();
     // Drops every connection still open after the grace period (which cancels its sync run).
     let drop_connections = CancellationToken::new();
-    let sweeper = {
-        let app = app.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(app.sessions.sweep_interval());
-            loop {
-                tick.tick().await;
-                let removed = app.sessions.sweep();
-                if removed > 0 {
-                    tracing::debug!(removed, "cleaned finished sessions past their retention");
-                }
-            }
-        })
-    };
+    let sweeper = tokio::spawn(sweep_sessions(app.clone()));
 
     // On the signal, readiness fails for --drain-delay while runs still start; then new runs
     // are refused (503) while the active ones get their time to finish. The accept loop goes on
@@ -133,6 +123,25 @@ pub async fn serve(
         connections.wait().await;
     }
     sweeper.abort();
+    end_runs(&app).await;
+    Ok(())
+}
+
+/// Removes finished sessions past their retention, for as long as the service serves.
+async fn sweep_sessions(app: Arc<App>) {
+    let mut tick = tokio::time::interval(app.sessions.sweep_interval());
+    loop {
+        tick.tick().await;
+        let removed = app.sessions.sweep();
+        if removed > 0 {
+            tracing::debug!(removed, "cleaned finished sessions past their retention");
+        }
+    }
+}
+
+/// The last stage of shutdown, once no connection is left: kills every run still going and
+/// waits for them to be reaped and their logs written.
+async fn end_runs(app: &App) {
     app.sessions.cancel_all();
     app.tracker.close();
     let limit = app.settings.kill_grace + Duration::from_secs(5);
@@ -143,7 +152,6 @@ pub async fn serve(
         tracing::warn!("some runs were still ending when the service stopped");
     }
     app.logs.flushed().await;
-    Ok(())
 }
 
 /// The first stage of shutdown: `/readyz` answers 503 saying that the service is draining,
