@@ -190,21 +190,12 @@ async fn a_slow_but_complete_request_in_progress_is_never_evicted() {
         ],
     );
     let addr = addr(&s);
-    // A request whose task takes 3 s, and one whose body comes slowly.
-    let mut slow_task = TcpStream::connect(&addr).await.unwrap();
-    slow_task
-        .write_all(
-            b"POST /sync/tendb-cluster/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let mut slow_body = TcpStream::connect(&addr).await.unwrap();
-    slow_body
-        .write_all(
-            b"POST /sync/tendb-cluster/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n[\"a\"",
-        )
-        .await
-        .unwrap();
+    // A request whose task takes 3 s, and one whose body comes slowly; both in flight before
+    // any other connection comes.
+    let mut slow_task = in_flight(&addr, "/sync/tendb-cluster/slow", 2).await;
+    slow_task.write_all(b"[]").await.unwrap();
+    let mut slow_body = in_flight(&addr, "/sync/tendb-cluster/echo", 9).await;
+    slow_body.write_all(b"[\"a\"").await.unwrap();
     let began = Instant::now();
     // Meanwhile more connections than the limit come and go, and the timeouts pass.
     let mut idle = Vec::new();
@@ -229,6 +220,28 @@ async fn a_slow_but_complete_request_in_progress_is_never_evicted() {
         let (_, seen) = h.await.unwrap();
         assert!(seen.is_empty(), "{seen:?}");
     }
+}
+
+/// A `POST path` whose headers the service has read and whose body of `length` bytes it waits
+/// for (`Expect: 100-continue`: it says so when it starts reading the body).
+async fn in_flight(addr: &str, path: &str, length: usize) -> TcpStream {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {length}\r\n\r\n"
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 256];
+    while !answer.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+            .await
+            .expect("100 Continue within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 100"), "{answer:?}");
+    c
 }
 
 /// Reads one JSON answer (until its closing brace); the time it took and its text.
