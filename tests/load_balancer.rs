@@ -29,13 +29,22 @@ const TASKS: &str = r#"
 /// How long a replica's `/readyz` fails before it refuses runs (`--drain-delay`).
 const DRAIN_DELAY: &str = "3s";
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago, and never handed to another test of this file: the tests
+/// run at once, and a replica restarting on its port must not meet another test's replica there.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// One replica: the real binary on a fixed loopback port, restartable on that port.
@@ -291,24 +300,32 @@ async fn rolling_restart(retry_503: bool) {
     assert!(answers.len() >= 20, "only {} calls", answers.len());
 }
 
-/// `/readyz` of a draining replica: 503, and the detail says why.
+/// `/readyz` of a draining replica: 503, and the detail says why. Polled for up to 2 s after
+/// the signal; the last answer is shown if it never says so.
 async fn draining_readyz(http: &reqwest::Client, r: &Replica) -> Value {
     let readyz = r.url("/readyz");
-    let body: Value = poll(Duration::from_secs(2), || {
-        let answer = http.get(&readyz).send();
-        async move {
-            let resp = answer.await.ok()?;
-            (resp.status() == 503).then_some(())?;
-            resp.json().await.ok()
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match http.get(&readyz).send().await {
+            Ok(resp) if resp.status() == 503 => {
+                let body: Value = resp.json().await.unwrap();
+                let text = body.to_string();
+                assert!(
+                    body["ready"] == false && text.contains("draining"),
+                    "{text}"
+                );
+                return body;
+            }
+            Ok(resp) => last = format!("{}: {}", resp.status(), resp.text().await.unwrap()),
+            Err(e) => last = e.to_string(),
         }
-    })
-    .await;
-    let text = body.to_string();
-    assert!(
-        body["ready"] == false && text.contains("draining"),
-        "{text}"
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "{} did not answer /readyz 503 within 2 s; last: {last}",
+        r.name
     );
-    body
 }
 
 #[tokio::test]
