@@ -367,6 +367,28 @@ mod tests {
     }
 
     #[test]
+    fn connection_timeouts_must_be_positive_and_the_limit_has_a_default() {
+        let run = |extra: &[&str]| {
+            let cli = Cli::parse_from(["cs", "run"].iter().chain(extra));
+            let Command::Run(args) = cli.command else {
+                panic!("not run")
+            };
+            args.settings()
+        };
+        for flag in ["--header-read-timeout", "--keep-alive-timeout"] {
+            let e = run(&[flag, "0s"]).unwrap_err();
+            assert_eq!(e, format!("{flag} must be longer than 0s"));
+        }
+        let s = run(&["--drain-delay", "0s"]).unwrap();
+        assert!(s.drain_delay.is_zero());
+        assert_eq!(
+            s.request_limits.max_connections,
+            crate::limits::max_connections_for_open_files()
+        );
+        assert_eq!(s.request_limits.keep_alive_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
     fn durations_are_human() {
         let cli = Cli::parse_from(["cs", "run", "--session-retention", "90s"]);
         let Command::Run(args) = cli.command else {
