@@ -42,7 +42,9 @@ def start(binary, workdir):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={k: v for k, v in os.environ.items() if k != "CS_LOG"},
+        # No drain delay at the SIGTERM that ends it (an environment variable, which older
+        # builds ignore).
+        env={**{k: v for k, v in os.environ.items() if k != "CS_LOG"}, "CS_DRAIN_DELAY": "0s"},
     )
     found = threading.Event()
     address = []

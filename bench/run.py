@@ -189,7 +189,10 @@ class Service:
                 *extra,
             ],
             cwd=self.dir,
-            env={k: v for k, v in os.environ.items() if not k.startswith("CS_")},
+            # Stopped by the benchmark, not behind a load balancer: no drain delay (an
+            # environment variable, so that older builds that lack the flag start too).
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("CS_")},
+                 "CS_DRAIN_DELAY": "0s"},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
         )

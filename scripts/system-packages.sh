@@ -6,6 +6,7 @@
 #   redis-server    the broker of the Python client's Celery tests (they start their own);
 #   systemd         `systemd-analyze verify` of deploy/celery-service.service (tests/systemd_unit.rs);
 #   python3-venv    `python3 -m venv`, where the python3 on PATH is Debian's;
+#   haproxy         the load balancer in front of two replicas (tests/load_balancer.rs);
 #   webhook         the peer the benchmark compares against (bench/run.py);
 #   golang-go       only where no Go is installed: it builds FerretDB (scripts/ferretdb.sh fetches a
 #                   newer toolchain from the Go module proxy when Debian's is too old).
@@ -17,6 +18,7 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 command -v webhook >/dev/null || missing+=(webhook)
+command -v haproxy >/dev/null || missing+=(haproxy)
 command -v go >/dev/null || [[ -x /usr/local/go/bin/go ]] || missing+=(golang-go)
 
 if ((${#missing[@]} == 0)); then

@@ -190,13 +190,26 @@ pub struct RunArgs {
     #[arg(long, env = "CS_MAX_ARG_BYTES", default_value_t = 64 * 1024)]
     pub max_arg_bytes: usize,
 
-    /// Most connections open at once (503 and close beyond).
-    #[arg(long, env = "CS_MAX_CONNECTIONS", default_value_t = 1024)]
-    pub max_connections: usize,
+    /// Most connections held at once. Beyond it the connection idle longest is closed to make
+    /// room; only when all are busy with requests is a new one answered 503 and closed
+    /// [default: half the open-files limit left after 256 for the service's own files].
+    #[arg(long, env = "CS_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 
-    /// How long a client may take to send a request's headers before it is disconnected.
+    /// How long a client may take to send a request's headers, from the accept for a new
+    /// connection, before it is disconnected.
     #[arg(long, env = "CS_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
+
+    /// How long a connection may stay idle after a response before it is closed.
+    #[arg(long, env = "CS_KEEP_ALIVE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub keep_alive_timeout: Duration,
+
+    /// On SIGTERM or SIGINT, how long `/readyz` answers 503 (draining) while new runs are still
+    /// started, so that a load balancer stops sending calls before any is refused (`0s`: refuse
+    /// at once).
+    #[arg(long, env = "CS_DRAIN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub drain_delay: Duration,
 
     /// Most async sessions held in memory, running or within retention (503 beyond).
     #[arg(long, env = "CS_MAX_SESSIONS", default_value_t = 10_000)]
@@ -230,9 +243,20 @@ impl RunArgs {
         if self.default_timeout.is_some_and(|t| t.is_zero()) {
             return Err("--default-timeout must be longer than 0s".into());
         }
+        for (flag, t) in [
+            ("--header-read-timeout", self.header_read_timeout),
+            ("--keep-alive-timeout", self.keep_alive_timeout),
+        ] {
+            if t.is_zero() {
+                return Err(format!("{flag} must be longer than 0s"));
+            }
+        }
+        let max_connections = self
+            .max_connections
+            .unwrap_or_else(crate::limits::max_connections_for_open_files);
         for (flag, v) in [
             ("--max-body-bytes", self.max_body_bytes),
-            ("--max-connections", self.max_connections),
+            ("--max-connections", max_connections),
             ("--max-sessions", self.max_sessions),
             ("--output-max-bytes", self.output_max_bytes),
         ] {
@@ -269,12 +293,14 @@ impl RunArgs {
                 max_body: self.max_body_bytes,
                 max_args: self.max_args,
                 max_arg_bytes: self.max_arg_bytes,
-                max_connections: self.max_connections,
+                max_connections,
                 header_read_timeout: self.header_read_timeout,
+                keep_alive_timeout: self.keep_alive_timeout,
                 max_sessions: self.max_sessions,
                 output_max_bytes: self.output_max_bytes,
             },
             store: self.store_settings()?,
+            drain_delay: self.drain_delay,
         })
     }
 
@@ -338,6 +364,28 @@ mod tests {
             panic!("not run")
         };
         assert!(args.console());
+    }
+
+    #[test]
+    fn connection_timeouts_must_be_positive_and_the_limit_has_a_default() {
+        let run = |extra: &[&str]| {
+            let cli = Cli::parse_from(["cs", "run"].iter().chain(extra));
+            let Command::Run(args) = cli.command else {
+                panic!("not run")
+            };
+            args.settings()
+        };
+        for flag in ["--header-read-timeout", "--keep-alive-timeout"] {
+            let e = run(&[flag, "0s"]).unwrap_err();
+            assert_eq!(e, format!("{flag} must be longer than 0s"));
+        }
+        let s = run(&["--drain-delay", "0s"]).unwrap();
+        assert!(s.drain_delay.is_zero());
+        assert_eq!(
+            s.request_limits.max_connections,
+            crate::limits::max_connections_for_open_files()
+        );
+        assert_eq!(s.request_limits.keep_alive_timeout, Duration::from_secs(60));
     }
 
     #[test]

@@ -24,10 +24,11 @@ pub struct Check {
 /// A check added by another part of the service.
 pub type ReadinessCheck = Arc<dyn Fn() -> Check + Send + Sync>;
 
-/// The checks added at startup.
+/// The checks added at startup, and whether the service is draining for shutdown.
 #[derive(Default)]
 pub struct Readiness {
     checks: Mutex<Vec<ReadinessCheck>>,
+    draining: Mutex<Option<String>>,
 }
 
 impl Readiness {
@@ -36,10 +37,24 @@ impl Readiness {
         lock(&self.checks).push(check);
     }
 
-    /// Runs every added check.
+    /// From now on `/readyz` fails with a `shutdown` check whose detail is `detail`: the
+    /// service is draining, and a load balancer should send its calls elsewhere.
+    pub fn set_draining(&self, detail: String) {
+        *lock(&self.draining) = Some(detail);
+    }
+
+    /// Runs every added check (and the failing `shutdown` one once draining).
     pub fn run(&self) -> Vec<Check> {
         let checks = lock(&self.checks).clone();
-        checks.iter().map(|c| c()).collect()
+        let mut verdicts: Vec<Check> = checks.iter().map(|c| c()).collect();
+        if let Some(detail) = lock(&self.draining).clone() {
+            verdicts.push(Check {
+                name: "shutdown".into(),
+                ready: false,
+                detail,
+            });
+        }
+        verdicts
     }
 }
 

@@ -22,7 +22,8 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`health`]: readiness checks.
 //! - [`settings`]: the validated settings of `celery-service run`.
-//! - [`server`]: the accept loop, one hyper connection task per client, and shutdown.
+//! - [`server`]: the accept loop, one hyper connection task per client, which connections are
+//!   held and when an idle one is closed (`server::connections`), and shutdown in stages.
 //!
 //! [`App::load`] validates a config and [`serve`] runs the service on a listener until a
 //! shutdown future resolves, so tests start the real server on `127.0.0.1:0`.

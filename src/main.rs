@@ -93,6 +93,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         // Watch for reloads before anything listens, so that a change made right after startup
         // is never missed (and SIGHUP never meets its default action, exiting).
         let hangups = reload_on_hangup(app.clone())?;
+        // SIGTERM and SIGINT are taken over now too: the shutdown future is first polled only
+        // once the accept loop gets to it, and a signal before that would end the process at
+        // once, without draining.
+        let shutdown = shutdown_then_hurry(app.clone())?;
         let watch = match reload::watch_config(app.reloader.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
@@ -121,7 +125,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             "process tracking: {}",
             app.runs.config().process_tracking_detail
         );
-        serve(app.clone(), listener, shutdown_then_hurry(app.clone())).await?;
+        serve(app.clone(), listener, shutdown).await?;
         hangups.abort();
         drop(watch);
         // Every run has ended: its end record is queued. Write or spool them all.
@@ -145,28 +149,27 @@ fn reload_on_hangup(app: Arc<App>) -> anyhow::Result<tokio::task::JoinHandle<()>
     }))
 }
 
-/// Resolves at the first SIGTERM or SIGINT; a second one then ends the shutdown's wait for
-/// active runs at once.
-async fn shutdown_then_hurry(app: Arc<App>) {
-    shutdown_signal().await;
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        app.runs.hurry();
-    });
+/// Watches SIGTERM and SIGINT from now on; the future resolves at the first of them, and a
+/// second one then ends the shutdown's wait for active runs at once.
+fn shutdown_then_hurry(app: Arc<App>) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(async move {
+        shutdown_signal(&mut term, &mut int).await;
+        tokio::spawn(async move {
+            shutdown_signal(&mut term, &mut int).await;
+            app.runs.hurry();
+        });
+    })
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM; stop the service with SIGINT");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
+async fn shutdown_signal(
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
     }
 }

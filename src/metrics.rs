@@ -52,6 +52,11 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AuthLabel {
     route: String,
     outcome: String,
@@ -83,6 +88,7 @@ struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     generation: Gauge,
     auth: Family<AuthLabel, Counter>,
+    connections_closed: Family<ReasonLabel, Counter>,
     process: Process,
 }
 
@@ -112,6 +118,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         reloads: Family::default(),
         generation: Gauge::default(),
         auth: Family::default(),
+        connections_closed: Family::default(),
         process: Process::default(),
         registry: Registry::default(),
     };
@@ -146,6 +153,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Generation of the served task config (1 at startup, +1 per accepted reload)";
         "cs_auth_requests", auth:
             "Requests checked by authentication, by route template and outcome";
+        "cs_connections_closed", connections_closed:
+            "Connections the service closed or refused, by reason (header_timeout, keep_alive_timeout, evicted, refused)";
         "process_cpu_seconds", process.cpu:
             "User and system CPU time of the service";
         "process_resident_memory_bytes", process.resident:
@@ -204,6 +213,17 @@ pub fn auth_checked(route: &str, outcome: &str) {
         .get_or_create(&AuthLabel {
             route: route.into(),
             outcome: outcome.into(),
+        })
+        .inc();
+}
+
+/// The service closed or refused a connection for `reason`
+/// ([`crate::server::connections::Closed::label`]).
+pub fn connection_closed(reason: &str) {
+    METRICS
+        .connections_closed
+        .get_or_create(&ReasonLabel {
+            reason: reason.into(),
         })
         .inc();
 }

@@ -41,6 +41,9 @@ pub struct Settings {
     pub auth: crate::auth::AuthSettings,
     /// Request and resource limits.
     pub request_limits: crate::limits::Limits,
+    /// How long after a shutdown signal `/readyz` fails while runs are still started
+    /// (`--drain-delay`).
+    pub drain_delay: Duration,
 }
 
 impl Settings {

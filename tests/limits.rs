@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{poll, Server, OPS_TASKS};
+use common::{Server, OPS_TASKS};
 
 #[tokio::test]
 async fn each_limit_is_answered_naming_its_flag() {
@@ -74,24 +74,51 @@ async fn each_limit_is_answered_naming_its_flag() {
     );
     drop(slow);
 
-    // Over --max-connections: three idle connections are held, the fourth is answered 503.
-    let held: Vec<TcpStream> = (0..3)
+    // Over --max-connections: while connections are idle, the one idle longest makes room ...
+    let idle: Vec<TcpStream> = (0..3)
         .map(|_| {
             let c = TcpStream::connect(&addr).unwrap();
             c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             c
         })
         .collect();
-    let answer = poll(Duration::from_secs(5), || async {
-        let mut extra = TcpStream::connect(&addr).unwrap();
-        extra
-            .set_read_timeout(Some(Duration::from_secs(5)))
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let st = fresh.get(format!("{}/ping", s.base)).send().await.unwrap();
+    assert_eq!(st.status(), 200);
+    drop(idle);
+    // ... and once all three are busy with requests (headers sent, body still coming), the
+    // fourth is answered 503.
+    // `Expect: 100-continue` makes the service say when it reads the body: the request is then
+    // in flight. One taken for idle before its headers were read (to make room for the next)
+    // is opened again.
+    let busy = || {
+        for _ in 0..20 {
+            let mut c = TcpStream::connect(&addr).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c.write_all(
+                b"POST /sync/tendb-cluster/demo1 HTTP/1.1\r\nHost: x\r\n\
+                  Expect: 100-continue\r\nContent-Length: 10\r\n\r\n",
+            )
             .unwrap();
-        let mut text = String::new();
-        let _ = extra.read_to_string(&mut text);
-        text.starts_with("HTTP/1.1 503").then_some(text)
-    })
-    .await;
+            let mut buf = [0u8; 64];
+            match c.read(&mut buf) {
+                Ok(n) if buf[..n].starts_with(b"HTTP/1.1 100") => return c,
+                _ => continue,
+            }
+        }
+        panic!("no request of 20 was read");
+    };
+    let held: Vec<TcpStream> = (0..3).map(|_| busy()).collect();
+    let mut extra = TcpStream::connect(&addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = extra.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("--max-connections"), "{answer}");
     assert!(answer.contains(r#""code":1"#), "{answer}");
     drop(held);

@@ -1,5 +1,6 @@
 //! The systemd unit in deploy/ parses (`systemd-analyze verify`), delegates the cgroup, stops
-//! with `KillMode=mixed`, and gives the service longer to stop than its shutdown timeout.
+//! with `KillMode=mixed`, and gives the service longer to stop than its drain delay and shutdown
+//! timeout.
 //! Needs `systemd-analyze` (the `systemd` package; CI installs it): without it the test fails
 //! under CI and is skipped, saying so, elsewhere.
 
@@ -20,7 +21,7 @@ fn value<'a>(text: &'a str, key: &str) -> &'a str {
 }
 
 #[test]
-fn the_unit_delegates_its_cgroup_and_stops_after_the_shutdown_timeout() {
+fn the_unit_delegates_its_cgroup_and_stops_after_the_drain_and_shutdown_timeout() {
     let text = unit_text();
     assert_eq!(value(&text, "Delegate"), "yes");
     assert_eq!(value(&text, "KillMode"), "mixed");
@@ -32,9 +33,10 @@ fn the_unit_delegates_its_cgroup_and_stops_after_the_shutdown_timeout() {
     };
     let shutdown = env("CS_SHUTDOWN_TIMEOUT").unwrap_or(Duration::from_secs(30));
     let grace = env("CS_KILL_GRACE").unwrap_or(Duration::from_secs(3));
+    let drain = env("CS_DRAIN_DELAY").unwrap_or(Duration::from_secs(5));
     assert!(
-        stop > shutdown + grace,
-        "TimeoutStopSec {stop:?} <= {shutdown:?} + {grace:?}"
+        stop > drain + shutdown + grace,
+        "TimeoutStopSec {stop:?} <= {drain:?} + {shutdown:?} + {grace:?}"
     );
 }
 

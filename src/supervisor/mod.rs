@@ -253,6 +253,11 @@ impl Supervisor {
         self.hurry.cancel();
     }
 
+    /// Resolves once [`Self::hurry`] has been called.
+    pub async fn hurried(&self) {
+        self.hurry.cancelled().await;
+    }
+
     /// Shutdown, first part: refuses new runs from now on, lets the active ones finish for up
     /// to `--shutdown-timeout` (or until [`Self::hurry`]), then asks the rest to stop.
     pub async fn drain(&self) {

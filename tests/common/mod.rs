@@ -91,6 +91,8 @@ impl Server {
             .env_remove("CS_LOG")
             // Dropped with runs going, a test's service ends them at once, not after 30 s.
             .env("CS_SHUTDOWN_TIMEOUT", "0s")
+            // Stopped by a test, not behind a load balancer: runs are refused at the signal.
+            .env("CS_DRAIN_DELAY", "0s")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

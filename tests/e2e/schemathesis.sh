@@ -38,7 +38,8 @@ trap cleanup EXIT
 
 cp "$repo/external-tasks.yaml" "$tmp/"
 cp -r "$repo/collect" "$tmp/collect"
-(cd "$tmp" && exec "$CELERY_SERVICE_BIN" run --address 127.0.0.1:0 --log-console \
+# No drain delay: the cleanup's SIGTERM should end it at once (nothing balances its load).
+(cd "$tmp" && CS_DRAIN_DELAY=0s exec "$CELERY_SERVICE_BIN" run --address 127.0.0.1:0 --log-console \
     --external-task-config external-tasks.yaml --collect-dir collect --log-dir logs \
     >"$tmp/service.out" 2>&1) &
 pid=$!

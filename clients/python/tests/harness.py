@@ -107,7 +107,8 @@ class Service:
         self.yaml = dir / "external-tasks.yaml"
         self.yaml.write_text(yaml)
         self.stdout: list[str] = []
-        env = {**os.environ, "CS_TEST_OUT": str(self.out)}
+        # No drain delay when a test stops the service (nothing balances its load).
+        env = {**os.environ, "CS_TEST_OUT": str(self.out), "CS_DRAIN_DELAY": "0s"}
         env.pop("CS_LOG", None)
         self.proc = subprocess.Popen(
             [
