@@ -172,10 +172,15 @@ def wait_port(port, proc, what, timeout=15):
 class Service:
     """One celery-service process in its own folder."""
 
-    def __init__(self, workdir, name, binary=None, extra=()):
+    def __init__(self, workdir, name, binary=None, extra=(), config=CONFIG, collect=None):
+        """`config` is the task config's text; `collect` maps file names to the text of scripts
+        put (executable) in collect/ before the service starts."""
         self.dir = Path(workdir) / name
         (self.dir / "collect").mkdir(parents=True)
-        (self.dir / "external-tasks.yaml").write_text(CONFIG)
+        for file, text in (collect or {}).items():
+            (self.dir / "collect" / file).write_text(text)
+            (self.dir / "collect" / file).chmod(0o755)
+        (self.dir / "external-tasks.yaml").write_text(config)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
