@@ -51,13 +51,19 @@ async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, Response> {
     }
 }
 
-/// Looks the task up and checks the body; `Err` is the finished error answer.
+/// Reads the body, looks the task up and checks the body against it; `Err` is the finished
+/// error answer.
+///
+/// The body is read first, also for a task that does not exist: a request answered before its
+/// body was read leaves the body in the connection, and the client's next request on that
+/// kept-alive connection then fails without ever reaching the service.
 async fn prepare(
     app: &App,
     ct: &str,
     name: &str,
     body: Body,
 ) -> Result<(Arc<crate::table::Task>, app::Input), Response> {
+    let bytes = read_body(body, app.settings.request_limits.max_body).await?;
     let table = app.routes.load();
     let mut path = String::with_capacity(ct.len() + 1 + name.len());
     path.push_str(ct);
@@ -70,7 +76,6 @@ async fn prepare(
         ));
     };
     drop(table);
-    let bytes = read_body(body, app.settings.request_limits.max_body).await?;
     let input = body::task_input(&task, &bytes)
         .and_then(|input| match &input {
             app::Input::Args(args) => app.settings.request_limits.check_args(args).map(|()| input),
