@@ -61,7 +61,7 @@ async fn find(app: &Arc<App>, id: Uuid) -> Option<Shown> {
             last_lines: (crate::logs::lock(&live.latest).clone(), String::new()),
         });
     }
-    if let Ok(Some(r)) = app.store.get(id).await {
+    if let Some(r) = settled_record(app, id).await {
         return Some(from_record(r));
     }
     let s = app.runs.session(id)?;
@@ -87,6 +87,23 @@ async fn find(app: &Arc<App>, id: Uuid) -> Option<Shown> {
         error: s.error,
         last_lines: (s.message, String::new()),
     })
+}
+
+/// How long a page waits for the last record of a run that has just ended here.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// The run's record. A run of this instance that is no longer live has just ended and its last
+/// record is queued for the store: wait for it (up to [`SETTLE`]) rather than show it running.
+async fn settled_record(app: &Arc<App>, id: Uuid) -> Option<Record> {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let record = app.store.get(id).await.ok().flatten()?;
+        let ours = record.instance == app.store.owner().instance;
+        if record.done || !ours || tokio::time::Instant::now() >= deadline {
+            return Some(record);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn from_record(r: Record) -> Shown {
