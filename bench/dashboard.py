@@ -38,7 +38,7 @@ CREATE INDEX IF NOT EXISTS results_path_start ON results(path, start_ms);
 CREATE INDEX IF NOT EXISTS results_start ON results(start_ms);
 CREATE INDEX IF NOT EXISTS results_running ON results(done, heartbeat_ms);
 """
-STATUSES = ["success"] * 8 + ["failed", "killed"]
+STATUSES = ["ok"] * 8 + ["failed", "killed"]
 
 
 def config(n):
@@ -69,9 +69,9 @@ def fill(db, tasks, records):
             "mode": "async", "args": [], "command": f"sh -c 'echo {task}'", "host": "bench",
             "instance": "bench/1/seed", "version": "bench", "status": status, "done": True,
             "start_ms": start, "end_ms": start + took, "duration_ms": took,
-            "exit_code": 0 if status == "success" else (None if status == "killed" else 1),
+            "exit_code": 0 if status == "ok" else (None if status == "killed" else 1),
             "signal": 15 if status == "killed" else None, "stdout_last": task,
-            "stderr_last": "", "error": "" if status == "success" else status,
+            "stderr_last": "", "error": "" if status == "ok" else status,
             "heartbeat_ms": start + took, "kill_requested": False,
         }
         rows.append((sid, f"bench/{task}", status, 1, start, "bench/1/seed", start + took, 0, json.dumps(doc)))

@@ -23,8 +23,18 @@ const MARKS: i64 = 1000;
 /// The most lanes the timeline draws (the tasks with the newest runs).
 const LANES: usize = 30;
 const DAY_MS: i64 = 24 * 3600 * 1000;
-/// The statuses a record can have, for the filter.
-const STATUSES: [&str; 6] = ["running", "success", "failed", "killed", "timeout", "lost"];
+/// The statuses a record can have (`RunResult::outcome`, `running`, `lost`), for the filter.
+const STATUSES: [&str; 9] = [
+    "running",
+    "ok",
+    "failed",
+    "killed",
+    "timed_out",
+    "cancelled",
+    "shutdown",
+    "replaced",
+    "lost",
+];
 
 /// The query of the History page.
 #[derive(Debug, Default, Deserialize)]

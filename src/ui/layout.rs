@@ -151,12 +151,14 @@ pub fn duration_ms(ms: i64) -> String {
     }
 }
 
-/// The class colouring an outcome (`success`, `failed`, `killed`, `running` …).
+/// The class colouring an outcome (`ok`, `failed`, `killed`, `running` …): green for a
+/// success, blue while live, amber when someone or something stopped it, violet when its
+/// replica was lost, red for a failure or a timeout.
 pub fn outcome_class(status: &str) -> &'static str {
     match status {
-        "success" => "ok",
+        "ok" => "ok",
         "running" => "live",
-        "killed" => "killed",
+        "killed" | "cancelled" | "shutdown" | "replaced" => "killed",
         "lost" => "lost",
         _ => "bad",
     }
