@@ -256,7 +256,7 @@ pub struct AuthEndpoint<E> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Open,
-    Allowed,
+    Allowed(Grant),
     Missing,
     Wrong,
     ReadOnly,
@@ -266,7 +266,7 @@ impl Outcome {
     fn as_str(self) -> &'static str {
         match self {
             Self::Open => "open",
-            Self::Allowed => "allowed",
+            Self::Allowed(_) => "allowed",
             Self::Missing => "no_token",
             Self::Wrong => "wrong_token",
             Self::ReadOnly => "read_only",
@@ -291,7 +291,7 @@ impl<E: Endpoint> AuthEndpoint<E> {
         let tokens = self.tokens.load();
         let given = given.as_bytes();
         if let Some(name) = matching(&tokens.full, given) {
-            return (Outcome::Allowed, Some(name.to_string()));
+            return (Outcome::Allowed(Grant::Full), Some(name.to_string()));
         }
         let other = match need {
             Access::Read => matching(&tokens.read, given),
@@ -299,7 +299,7 @@ impl<E: Endpoint> AuthEndpoint<E> {
             _ => None,
         };
         if let Some(name) = other {
-            return (Outcome::Allowed, Some(name.to_string()));
+            return (Outcome::Allowed(Grant::Read), Some(name.to_string()));
         }
         if need == Access::Protected && matching(&tokens.read, given).is_some() {
             return (Outcome::ReadOnly, Some("read".into()));
@@ -325,14 +325,9 @@ impl<E: Endpoint> Endpoint for AuthEndpoint<E> {
         let token = token.as_deref().unwrap_or("-");
         let (status, msg) = match outcome {
             Outcome::Open => return self.inner.call(req).await.map(IntoResponse::into_response),
-            Outcome::Allowed => {
+            Outcome::Allowed(grant) => {
                 tracing::debug!(%method, route, outcome = outcome.as_str(), token, "auth");
                 let mut req = req;
-                let grant = if token.starts_with("flag") || token.starts_with("file") {
-                    Grant::Full
-                } else {
-                    Grant::Read
-                };
                 req.extensions_mut().insert(grant);
                 return self.inner.call(req).await.map(IntoResponse::into_response);
             }

@@ -38,6 +38,33 @@ function setupFilter() {
   });
 }
 
+// Tasks: each row's last run follows the run events (one stream for the page).
+function setupTaskEvents() {
+  const table = document.getElementById("tasks");
+  if (!table || !table.dataset.live) return;
+  const source = new EventSource(table.dataset.live);
+  const show = (ev, status, cls, when) => {
+    for (const row of document.getElementById("tasks").tBodies[0].rows) {
+      if (row.dataset.task !== ev.task) continue;
+      const cell = row.querySelector("td.last");
+      const link = document.createElement("a");
+      link.href = "/ui/runs/" + ev.id;
+      const word = document.createElement("span");
+      word.className = "outcome " + cls;
+      word.textContent = status;
+      link.append(word);
+      const small = document.createElement("small");
+      small.textContent = when;
+      cell.replaceChildren(link, document.createElement("br"), small);
+    }
+  };
+  source.addEventListener("started", (e) => show(JSON.parse(e.data), "running", "live", "now"));
+  source.addEventListener("ended", (e) => {
+    const ev = JSON.parse(e.data);
+    show(ev, ev.status, ev.class, "took " + ev.took);
+  });
+}
+
 function fmtDuration(ms) {
   if (ms < 1000) return ms + " ms";
   if (ms < 60000) return (ms / 1000).toFixed(1) + " s";
@@ -108,6 +135,7 @@ function setupOutput() {
 
 document.addEventListener("DOMContentLoaded", () => {
   setupFilter();
+  setupTaskEvents();
   setupRunning();
   setupOutput();
 });

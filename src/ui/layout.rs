@@ -25,10 +25,15 @@ pub const JS_TYPE: &str = "text/javascript; charset=utf-8";
 /// Which page of the navigation is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
+    /// The Tasks page (and a task's page).
     Tasks,
+    /// The Running page.
     Running,
+    /// The History page.
     History,
+    /// The Config page.
     Config,
+    /// A page of none of them (a run, sign-in).
     None,
 }
 

@@ -91,6 +91,7 @@ fn event(ev: RunEvent) -> Event {
                 "id": info.id,
                 "task": info.task.path,
                 "status": result.outcome(),
+                "class": layout::outcome_class(result.outcome()),
                 "took": layout::duration_ms(took.as_millis() as i64),
             })
             .to_string(),

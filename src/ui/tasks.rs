@@ -1,6 +1,6 @@
 //! The start page, "Tasks": one row per task (path, cluster type, language, schedule in words and
 //! its next fire time, enabled, the last run and a strip of the last 20), filtered by a text and
-//! paged; a task's page with its "Run" form; and the Run action, which starts an async run and
+//! paged, each row's last run kept current by the live page's event stream; a task's page with its "Run" form; and the Run action, which starts an async run and
 //! goes to its page.
 
 use std::sync::Arc;
@@ -71,7 +71,7 @@ pub async fn page(
         }
         p #task-count { (total) " tasks" @if !needle.is_empty() { " match" } }
         div.scroll {
-            table #tasks {
+            table #tasks data-live="/ui/events" {
                 thead { tr {
                     th scope="col" { "Task" } th scope="col" { "Cluster type" }
                     th scope="col" { "Language" } th scope="col" { "Schedule" }
@@ -142,7 +142,7 @@ fn row(task: &Task, runs: &[Record], viewer: Viewer) -> Markup {
                 }
             }
             td { @if task.enabled { "yes" } @else { "no" } }
-            td {
+            td.last {
                 @if let Some(last) = runs.first() {
                     a href={"/ui/runs/" (last.session_id)} { (outcome(&last.status)) }
                     br; small { (layout::when_ms(last.start_ms)) }

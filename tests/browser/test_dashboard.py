@@ -57,8 +57,16 @@ def test_run_follow_kill_history(service: Service, page: Page) -> None:
     expect(page.locator("#output li").first).to_have_text("tick 1 alpha beta")
     expect(page.locator("#output li").nth(3)).to_have_text("tick 4 alpha beta")
 
+    # The Tasks page, open before the kill, shows the last run change without a reload.
+    tasks = page.context.new_page()
+    tasks.goto(service.base + "/ui/")
+    last = tasks.locator('tr[data-task="tendb-cluster/ticker"] td.last')
+    expect(last).to_contain_text("running")
+
     page.once("dialog", lambda d: d.accept())
     page.get_by_role("button", name="Kill").click()
+    expect(last).to_contain_text("killed")
+    tasks.close()
     expect(page.locator("#run-status")).to_have_text("killed", timeout=20_000)
     expect(row).to_have_count(0)
 
