@@ -1,7 +1,8 @@
 """The dashboard in a real browser: Debian's chromium, driven by Playwright, on the real binary.
 
 Covers the task list and its filter; Run with arguments, the run under Running, its output
-following live, Kill, and History showing it killed; a refused body shown in the form; a rejected
+following live, Kill, and History showing it killed; a run's output stream resuming at its
+Last-Event-ID; a refused body shown in the form; a rejected
 reload shown as an alert; tokens (sign-in, a read-only token sees no Run button and its forged Run
 is refused, an action from another origin is refused); and that no page asks anything of a host
 other than 127.0.0.1 (checked after every test by the ``page`` fixture).
@@ -9,6 +10,7 @@ other than 127.0.0.1 (checked after every test by the ``page`` fixture).
 
 from __future__ import annotations
 
+import json
 import re
 
 from playwright.sync_api import Page, expect
@@ -154,3 +156,28 @@ def test_tokens_sign_in_and_actions_check_the_origin(secured: Service, page: Pag
         max_redirects=0,
     )
     assert same.status == 303, same.status
+
+
+def events(text: str) -> list[tuple[str, dict]]:
+    """The (id, data) of each server-sent event of ``text``."""
+    out = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "data" in fields:
+            out.append((fields.get("id", ""), json.loads(fields["data"])))
+    return out
+
+
+def test_a_runs_output_resumes_at_the_last_event_id(service: Service, page: Page) -> None:
+    page.goto(service.base + "/ui/tasks/tendb-cluster/demo1")
+    page.get_by_role("button", name="Run").click()
+    expect(page.locator("#run-status")).to_have_text("ok")
+    session = page.url.rsplit("/", 1)[1]
+    url = f"{service.base}/ui/runs/{session}/output?task=tendb-cluster/demo1"
+    first = events(page.request.get(url).text())
+    assert [line["text"] for _, p in first for line in p["lines"]] == ["hello"], first
+    last_id = first[-1][0]
+    # A reconnecting EventSource sends the last id it saw: nothing is sent twice.
+    again = events(page.request.get(url, headers={"Last-Event-ID": last_id}).text())
+    assert again and all(not p["lines"] for _, p in again), again
+    assert again[-1][1]["done"] is True
