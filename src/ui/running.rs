@@ -100,13 +100,24 @@ fn event(ev: RunEvent) -> Event {
     }
 }
 
-/// `GET /ui/events`: every run event from now on, one stream per live page.
+/// How often an event stream with nothing to send looks whether shutdown has begun.
+const DRAIN_CHECK: Duration = Duration::from_secs(1);
+
+/// `GET /ui/events`: every run event from now on, one stream per live page. It ends when
+/// shutdown begins, so an open page does not hold the connection through the shutdown's grace.
 #[handler]
 pub async fn events(Data(app): Data<&Arc<App>>) -> impl IntoResponse {
-    let live = app.runs.subscribe();
-    let events = stream::unfold(live, |mut live| async move {
-        let ev = live.next().await?;
-        Some((event(ev), live))
+    let start = (app.runs.subscribe(), app.clone());
+    let events = stream::unfold(start, |(mut live, app)| async move {
+        loop {
+            if app.runs.is_draining() {
+                return None;
+            }
+            tokio::select! {
+                ev = live.next() => return Some((event(ev?), (live, app))),
+                () = tokio::time::sleep(DRAIN_CHECK) => {}
+            }
+        }
     });
     SSE::new(events.boxed()).keep_alive(KEEP_ALIVE)
 }
