@@ -6,6 +6,11 @@
 //! omission. Off by default: with no token configured every request passes, as the original
 //! service did.
 //!
+//! The dashboard (`/ui`) may carry its token in the [`COOKIE`] cookie instead of the header (a
+//! browser cannot send a header with a link); a dashboard page asked for without a valid token
+//! goes to the sign-in page. A request that passes gets its [`Grant`] as an extension, so a page
+//! shows a read-only token no button it may not press.
+//!
 //! Tokens are compared in constant time with `subtle`; a token never reaches a log, only the
 //! route, the outcome and which configured token matched (`flag#2`, `file#1`).
 
@@ -19,6 +24,55 @@ use subtle::ConstantTimeEq;
 
 use crate::config::watch::{self, ConfigWatcher};
 use crate::http::{refuse, Access, RouteSet};
+
+/// The cookie the dashboard keeps its token in (HttpOnly, SameSite=Strict).
+pub const COOKIE: &str = "cs_token";
+
+/// What a request's token allows, once it passed: set as a request extension when tokens are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// A full token: may change things.
+    Full,
+    /// A read-only (or metrics) token: may look only.
+    Read,
+}
+
+/// Whether `path` belongs to the dashboard, where the token may come in [`COOKIE`].
+fn is_dashboard(path: &str) -> bool {
+    path == "/ui" || path.starts_with("/ui/")
+}
+
+/// The token of `req`: its bearer header, or on the dashboard its cookie.
+fn given_token(req: &Request) -> Option<String> {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_string())
+        });
+    if bearer.is_some() || !is_dashboard(req.uri().path()) {
+        return bearer;
+    }
+    cookie_value(req.header(header::COOKIE)?, COOKIE)
+}
+
+/// The value of cookie `name` in a `Cookie` header (`a=1; b=2`), percent-decoded.
+pub fn cookie_value(header: &str, name: &str) -> Option<String> {
+    header
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| {
+            percent_encoding::percent_decode_str(v.trim_matches('"'))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .filter(|v| !v.is_empty())
+}
 
 /// The token flags of `celery-service run`.
 #[derive(Debug, Clone, Default)]
@@ -202,7 +256,7 @@ pub struct AuthEndpoint<E> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Open,
-    Allowed,
+    Allowed(Grant),
     Missing,
     Wrong,
     ReadOnly,
@@ -212,7 +266,7 @@ impl Outcome {
     fn as_str(self) -> &'static str {
         match self {
             Self::Open => "open",
-            Self::Allowed => "allowed",
+            Self::Allowed(_) => "allowed",
             Self::Missing => "no_token",
             Self::Wrong => "wrong_token",
             Self::ReadOnly => "read_only",
@@ -231,21 +285,13 @@ impl<E: Endpoint> AuthEndpoint<E> {
         if need == Access::Open {
             return (Outcome::Open, None);
         }
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            });
-        let Some(given) = given else {
+        let Some(given) = given_token(req) else {
             return (Outcome::Missing, None);
         };
         let tokens = self.tokens.load();
         let given = given.as_bytes();
         if let Some(name) = matching(&tokens.full, given) {
-            return (Outcome::Allowed, Some(name.to_string()));
+            return (Outcome::Allowed(Grant::Full), Some(name.to_string()));
         }
         let other = match need {
             Access::Read => matching(&tokens.read, given),
@@ -253,7 +299,7 @@ impl<E: Endpoint> AuthEndpoint<E> {
             _ => None,
         };
         if let Some(name) = other {
-            return (Outcome::Allowed, Some(name.to_string()));
+            return (Outcome::Allowed(Grant::Read), Some(name.to_string()));
         }
         if need == Access::Protected && matching(&tokens.read, given).is_some() {
             return (Outcome::ReadOnly, Some("read".into()));
@@ -279,9 +325,19 @@ impl<E: Endpoint> Endpoint for AuthEndpoint<E> {
         let token = token.as_deref().unwrap_or("-");
         let (status, msg) = match outcome {
             Outcome::Open => return self.inner.call(req).await.map(IntoResponse::into_response),
-            Outcome::Allowed => {
+            Outcome::Allowed(grant) => {
                 tracing::debug!(%method, route, outcome = outcome.as_str(), token, "auth");
+                let mut req = req;
+                req.extensions_mut().insert(grant);
                 return self.inner.call(req).await.map(IntoResponse::into_response);
+            }
+            Outcome::Missing | Outcome::Wrong
+                if method == poem::http::Method::GET && is_dashboard(req.uri().path()) =>
+            {
+                return Ok(Response::builder()
+                    .status(StatusCode::SEE_OTHER)
+                    .header(header::LOCATION, "/ui/signin")
+                    .finish());
             }
             Outcome::Missing => (
                 StatusCode::UNAUTHORIZED,

@@ -18,6 +18,7 @@
 //!   the route-template matcher (a leaf: it imports no other module of the crate).
 //! - [`api`]: HTTP endpoints, one file per capability, each declaring its routes' access.
 //! - [`auth`]: bearer tokens, checked against the access the API declares.
+//! - [`ui`]: the web dashboard at `/ui/`: server-rendered pages, live over server-sent events.
 //! - [`limits`]: request and resource limits.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`health`]: readiness checks.
@@ -49,6 +50,7 @@ pub mod store;
 pub mod supervisor;
 pub mod table;
 pub mod tasks;
+pub mod ui;
 
 pub use app::{App, Settings};
 pub use config::ConfigErrors;

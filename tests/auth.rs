@@ -1,6 +1,7 @@
 //! Bearer-token authentication through the real binary: every route `/list` reports needs the
 //! right token (open, read-only or full), the log never holds a token, the token file is re-read
-//! when it changes, and `--metrics-token` closes `/metrics` alone.
+//! when it changes, `--metrics-token` closes `/metrics` alone, and the dashboard takes its cookie
+//! on `/ui` routes only.
 
 mod common;
 
@@ -243,4 +244,69 @@ async fn a_read_token_reads_results_store_and_config_and_changes_nothing() {
     assert_eq!(data(&body)["records"], serde_json::json!([]), "{body}");
     let (_, body, _) = call(&s, "GET", "/-/config", Some(FULL)).await;
     assert_eq!(data(&body)["generation"], 1, "{body}");
+}
+
+/// The dashboard: its pages send a browser without a token to the sign-in page, take the token
+/// from the `cs_token` cookie (on `/ui` routes only), show a read-only token no button, and its
+/// actions need a full token and the dashboard's own Origin.
+#[tokio::test]
+async fn the_dashboard_takes_its_cookie_on_ui_routes_only() {
+    let tokens = format!("--auth-token={FULL}");
+    let read = format!("--read-token={READ}");
+    let s = Server::start(OPS_TASKS, &[&tokens, &read]);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let origin = s.base.clone();
+    let get = |path: &str, cookie: Option<&str>| {
+        let mut req = http.get(format!("{}{path}", s.base));
+        if let Some(token) = cookie {
+            req = req.header("cookie", format!("cs_token={token}"));
+        }
+        req.send()
+    };
+    let location = |r: &reqwest::Response| {
+        r.headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+
+    let root = get("/", None).await.unwrap();
+    assert_eq!(
+        (root.status().as_u16(), location(&root).as_deref()),
+        (303, Some("/ui/"))
+    );
+    let page = get("/ui/", None).await.unwrap();
+    assert_eq!(
+        (page.status().as_u16(), location(&page).as_deref()),
+        (303, Some("/ui/signin"))
+    );
+    let wrong = get("/ui/history", Some("nope")).await.unwrap();
+    assert_eq!(location(&wrong).as_deref(), Some("/ui/signin"));
+    assert_eq!(get("/ui/signin", None).await.unwrap().status(), 200);
+
+    let full = get("/ui/", Some(FULL)).await.unwrap();
+    assert_eq!(full.status(), 200);
+    assert!(full.text().await.unwrap().contains(">Run</button>"));
+    let ro = get("/ui/", Some(READ)).await.unwrap();
+    assert_eq!(ro.status(), 200);
+    assert!(!ro.text().await.unwrap().contains(">Run</button>"));
+    // The API still wants the header: a cookie is no token there.
+    assert_eq!(get("/results", Some(FULL)).await.unwrap().status(), 401);
+
+    let reload = |token: &'static str, from: String| {
+        http.post(format!("{}/ui/config/reload", s.base))
+            .header("cookie", format!("cs_token={token}"))
+            .header("origin", from)
+            .send()
+    };
+    assert_eq!(reload(READ, origin.clone()).await.unwrap().status(), 403);
+    let elsewhere = reload(FULL, "http://evil.example".into()).await.unwrap();
+    assert_eq!(elsewhere.status(), 403);
+    let done = reload(FULL, origin).await.unwrap();
+    assert_eq!(
+        (done.status().as_u16(), location(&done).as_deref()),
+        (303, Some("/ui/config"))
+    );
 }

@@ -1,13 +1,15 @@
 //! The one list of the API's capabilities: the poem-openapi API of each (served together and
 //! documented together as [`FixedApi`]) and every route each declares ([`ROUTES`]), which
 //! `/list`, the authentication middleware, the metrics' route labels and the document's security
-//! all read. Adding a capability file means adding it here, twice.
+//! all read. Adding a capability file means adding it here, twice. The dashboard's routes
+//! ([`crate::ui::ROUTES`]) are declared here too, so the same middleware guards them.
 
 use std::sync::Arc;
 
 use super::{config, documents, metrics, output, probes, results, sessions, task_route, tasks};
 use crate::app::App;
 use crate::http::RouteSet;
+use crate::ui;
 
 /// Every declared route, capability by capability.
 pub static ROUTES: RouteSet = RouteSet::new(&[
@@ -20,6 +22,7 @@ pub static ROUTES: RouteSet = RouteSet::new(&[
     metrics::ROUTES,
     output::ROUTES,
     documents::ROUTES,
+    ui::ROUTES,
 ]);
 
 /// The poem-openapi APIs, in the order the document lists their operations.
@@ -154,7 +157,9 @@ mod tests {
         );
         assert_eq!(ROUTES.template("/sync/tendb"), None);
         assert_eq!(ROUTES.access("/no-such-route"), Access::Protected);
-        assert_eq!(ROUTES.access("/"), Access::Protected);
+        assert_eq!(ROUTES.access("/no/such/route"), Access::Protected);
+        // `/` only redirects to the dashboard, whose pages ask for a token themselves.
+        assert_eq!(ROUTES.access("/"), Access::Open);
         assert_eq!(ROUTES.access("/ping"), Access::Open);
         assert_eq!(ROUTES.access("/list"), Access::Read);
     }

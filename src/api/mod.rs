@@ -22,7 +22,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod output;
 pub mod probes;
-mod refusal;
+pub mod refusal;
 mod rendered;
 pub mod results;
 pub mod sessions;
@@ -58,14 +58,14 @@ pub fn openapi_service(app: &Arc<App>) -> OpenApiService<FixedApi, ()> {
 
 /// The whole HTTP application.
 pub fn build(app: Arc<App>) -> impl poem::Endpoint {
-    let route = task_route::mount(Route::new()).nest("/", openapi_service(&app));
+    let route = crate::ui::mount(task_route::mount(Route::new())).nest("/", openapi_service(&app));
     let cache = Arc::new(rendered::Cache::new(openapi::document));
     let auth = Auth::new(
         app.settings.auth.clone(),
         app.settings.reload_debounce,
         &ROUTES,
     );
-    documents::mount(route, cache)
+    crate::ui::start_page(documents::mount(route, cache))
         .with(auth)
         .data(app)
         .catch_all_error(error_response)

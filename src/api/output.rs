@@ -163,6 +163,45 @@ impl OutputApi {
     }
 }
 
+/// The pages of `src` from `offset` on, as the run prints, ending with the page whose `done` is
+/// true (or at a rotation or read error).
+fn follow(app: Arc<App>, src: Source, offset: u64) -> BoxStream<'static, OutputPage> {
+    let ops = Arc::new(OutputApi { app });
+    let start = (ops, src, offset, false);
+    stream::unfold(start, |(ops, src, offset, finished)| async move {
+        if finished {
+            return None;
+        }
+        loop {
+            // A rotation or a read error ends the stream.
+            let page = ops.page(&src, offset).await.ok()?;
+            if page.done || !page.lines.is_empty() {
+                let next = page.next_offset;
+                let done = page.done;
+                return Some((page, (ops, src, next, done)));
+            }
+            tokio::time::sleep(STREAM_POLL).await;
+        }
+    })
+    .boxed()
+}
+
+/// The output of session `session_id` from byte `offset` of its task's log, page by page as the
+/// run prints (what `/async/output-stream` sends); `task` is needed once the session is past its
+/// retention. `Err` says why there is none.
+pub fn pages(
+    app: Arc<App>,
+    session_id: &str,
+    task: Option<&str>,
+    offset: u64,
+) -> Result<BoxStream<'static, OutputPage>, String> {
+    let ops = OutputApi { app: app.clone() };
+    match ops.source(session_id, task) {
+        Ok(src) => Ok(follow(app, src, offset)),
+        Err(Refused::Bad(m) | Refused::NotFound(m) | Refused::Gone(m)) => Err(m),
+    }
+}
+
 #[OpenApi]
 impl OutputApi {
     /// A run's stdout and stderr lines from byte `offset` of its task log, the offset to ask
@@ -208,26 +247,12 @@ impl OutputApi {
             Ok(src) => src,
             Err(e) => return e.into(),
         };
-        let ops = Arc::new(OutputApi {
-            app: self.app.clone(),
-        });
-        let start = (ops, src, last_event_id.0.or(offset.0).unwrap_or(0), false);
-        let pages = stream::unfold(start, |(ops, src, offset, finished)| async move {
-            if finished {
-                return None;
-            }
-            loop {
-                // A rotation or a read error ends the stream.
-                let page = ops.page(&src, offset).await.ok()?;
-                if page.done || !page.lines.is_empty() {
-                    let next = page.next_offset;
-                    let done = page.done;
-                    return Some((page, (ops, src, next, done)));
-                }
-                tokio::time::sleep(STREAM_POLL).await;
-            }
-        });
-        let events = EventStream::new(pages.boxed()).to_event(|page: OutputPage| {
+        let pages = follow(
+            self.app.clone(),
+            src,
+            last_event_id.0.or(offset.0).unwrap_or(0),
+        );
+        let events = EventStream::new(pages).to_event(|page: OutputPage| {
             Event::message(page.to_json_string()).id(page.next_offset.to_string())
         });
         OutputAnswer::Ok(events)

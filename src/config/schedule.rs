@@ -11,6 +11,8 @@
 
 use std::fmt;
 
+use chrono::{DateTime, Datelike, Local, TimeDelta, TimeZone, Timelike};
+
 /// The five fields of a schedule, with the names of `crontab`'s keyword arguments.
 pub const FIELDS: [Field; 5] = [
     Field::new("minute", 0, 59),
@@ -102,6 +104,41 @@ impl Field {
             ));
         }
         Ok(n)
+    }
+}
+
+impl Field {
+    /// Every value the (valid) text `spec` takes, as bits of a set. A range may wrap around
+    /// (`22-2`), as in Celery.
+    fn values(self, spec: &str) -> u64 {
+        let count = self.max - self.min + 1;
+        let mut set = 0u64;
+        for part in spec.split(',') {
+            let (range, step) = match part.split_once('/') {
+                Some((range, step)) => (range, step.parse::<u32>().unwrap_or(1).max(1)),
+                None => (part, 1),
+            };
+            let (from, to) = match range.split_once('-') {
+                _ if range == "*" => (self.min, self.max),
+                Some((a, b)) => (
+                    self.value(a).unwrap_or(self.min),
+                    self.value(b).unwrap_or(self.max),
+                ),
+                None => {
+                    let v = self.value(range).unwrap_or(self.min);
+                    (v, v)
+                }
+            };
+            let span = if to >= from {
+                to - from
+            } else {
+                count - (from - to)
+            };
+            for k in (0..=span).step_by(step as usize) {
+                set |= 1 << (self.min + (from - self.min + k) % count);
+            }
+        }
+        set
     }
 }
 
@@ -213,6 +250,37 @@ impl Schedule {
             .map_or("*", |i| self.values[i].as_str())
     }
 
+    /// The first minute after `after` that the schedule fires at, looking up to four years
+    /// ahead (`None`: never, such as the 31st of February). As in Celery, a day must match both
+    /// `day_of_month` and `day_of_week`.
+    pub fn next_after(&self, after: DateTime<Local>) -> Option<DateTime<Local>> {
+        let [minute, hour, dow, dom, month] =
+            std::array::from_fn(|i| FIELDS[i].values(&self.values[i]));
+        let has = |set: u64, v: u32| set & (1 << v) != 0;
+        let start = after.naive_local().with_second(0)?.with_nanosecond(0)? + TimeDelta::minutes(1);
+        let mut day = start.date();
+        for _ in 0..(4 * 366) {
+            let fits = has(month, day.month())
+                && has(dom, day.day())
+                && has(dow, day.weekday().num_days_from_sunday());
+            if fits {
+                for (h, m) in (0..24u32).flat_map(|h| (0..60u32).map(move |m| (h, m))) {
+                    if !has(hour, h) || !has(minute, m) {
+                        continue;
+                    }
+                    let at = day.and_hms_opt(h, m, 0)?;
+                    if at >= start {
+                        if let Some(t) = Local.from_local_datetime(&at).earliest() {
+                            return Some(t);
+                        }
+                    }
+                }
+            }
+            day = day.succ_opt()?;
+        }
+        None
+    }
+
     /// The schedule as a crontab line (`minute hour day_of_month month_of_year day_of_week`).
     pub fn line(&self) -> String {
         let [minute, hour, dow, dom, month] = &self.values;
@@ -223,6 +291,41 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_fire_time_follows_every_field() {
+        let at = |text: &str| {
+            chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M")
+                .ok()
+                .and_then(|t| Local.from_local_datetime(&t).earliest())
+                .unwrap()
+        };
+        let next = |line: &str, after: &str| {
+            Schedule::from_line(line)
+                .unwrap()
+                .next_after(at(after))
+                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        };
+        assert_eq!(
+            next("*/5 * * * *", "2026-01-01 10:02").as_deref(),
+            Some("2026-01-01 10:05")
+        );
+        assert_eq!(
+            next("0 2 * * *", "2026-01-01 10:02").as_deref(),
+            Some("2026-01-02 02:00")
+        );
+        // 22-2 wraps around midnight.
+        assert_eq!(
+            next("0 22-2 * * *", "2026-01-01 23:30").as_deref(),
+            Some("2026-01-02 00:00")
+        );
+        // 2026-01-05 is a Monday.
+        assert_eq!(
+            next("30 9 * * mon", "2026-01-01 00:00").as_deref(),
+            Some("2026-01-05 09:30")
+        );
+        assert_eq!(next("0 0 31 2 *", "2026-01-01 00:00"), None);
+    }
 
     fn field_of(e: &[ScheduleError]) -> Vec<Option<&'static str>> {
         e.iter().map(|e| e.field).collect()

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS results (
 CREATE INDEX IF NOT EXISTS results_path_start ON results(path, start_ms);
 CREATE INDEX IF NOT EXISTS results_start ON results(start_ms);
 CREATE INDEX IF NOT EXISTS results_running ON results(done, heartbeat_ms);
+CREATE INDEX IF NOT EXISTS results_status_start ON results(status, start_ms);
 CREATE TABLE IF NOT EXISTS spool (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id TEXT NOT NULL,
@@ -152,14 +153,24 @@ impl Sqlite {
             Some((ms, id)) => (Some(*ms), Some(id.as_str())),
             None => (None, None),
         };
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT doc FROM results
-                 WHERE (?1 IS NULL OR path = ?1) AND (?2 IS NULL OR status = ?2)
-                   AND (?3 IS NULL OR start_ms < ?3 OR (start_ms = ?3 AND session_id < ?4))
-                 ORDER BY start_ms DESC, session_id DESC LIMIT ?5",
-            )
-            .map_err(db)?;
+        // A filter is written as a plain `=` when it is set, so SQLite walks the index that
+        // starts with it (`?1 IS NULL OR path = ?1` would make it scan every record).
+        let task = if h.task.is_some() {
+            "path = ?1"
+        } else {
+            "?1 IS NULL"
+        };
+        let status = if h.status.is_some() {
+            "status = ?2"
+        } else {
+            "?2 IS NULL"
+        };
+        let sql = format!(
+            "SELECT doc FROM results WHERE {task} AND {status}
+               AND (?3 IS NULL OR start_ms < ?3 OR (start_ms = ?3 AND session_id < ?4))
+             ORDER BY start_ms DESC, session_id DESC LIMIT ?5"
+        );
+        let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
         let rows = stmt
             .query_map(
                 params![h.task, h.status, before_ms, before_id, h.limit],

@@ -248,6 +248,12 @@ impl Supervisor {
         self.retained.sweep_interval()
     }
 
+    /// Whether shutdown has begun: new runs are refused, and live views that never end by
+    /// themselves (the dashboard's event streams) should end so their connections can close.
+    pub fn is_draining(&self) -> bool {
+        self.registry.is_draining()
+    }
+
     /// Ends the shutdown wait of [`Self::drain`] at once (a second SIGTERM or SIGINT).
     pub fn hurry(&self) {
         self.hurry.cancel();

@@ -196,6 +196,11 @@ impl Registry {
         self.draining.store(true, Ordering::Release);
     }
 
+    /// Whether shutdown has begun ([`Self::refuse_new`] was called).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
     /// Resolves once no run is live.
     pub async fn idle(&self) {
         loop {
