@@ -6,7 +6,7 @@ loopback with a bench config in a temporary folder, runs every workload and prin
 ratios measured in the same run, then the targets as PASS/MISS.
 
     python3 bench/run.py            # full: 2 s per measurement, median of 7 rounds
-    python3 bench/run.py --short --profile release-fast   # CI: 1 s per measurement, once
+    python3 bench/run.py --short --profile dev   # CI: 1 s per measurement, once, debug binary
 
 Exits non-zero when something is broken (the service does not start, a request fails, the floor
 cannot spawn), never because a target is missed: machines vary. See BENCHMARKS.md.
@@ -620,8 +620,8 @@ def main():
     ap.add_argument("--json", metavar="FILE", help="also write every number to FILE")
     ap.add_argument("--profile", default="release",
                     help="the cargo profile of the service binary: release (fat LTO, what users "
-                         "install; the default) or release-fast (builds in a fraction of the time, "
-                         "a few percent slower; CI's short run)")
+                         "install; the default), release-fast (the crate rebuilds in under half the "
+                         "time, a few percent slower) or dev (CI's short run: the tests' binary)")
     opts = ap.parse_args()
     global SERVICE
     # Cargo puts the dev profile's output in target/debug, every other profile's under its name.
