@@ -105,10 +105,13 @@ def main():
     first = runs[0]
     commits = sorted({(r.get("commit") or "not recorded")[:12] + (" (changed tree)" if r.get("tree_changed") else "")
                       for r in runs})
+    # Runs made before run.py recorded the cargo profile all measured `release`.
+    profiles = sorted({r.get("profile", "release") for r in runs})
     m = first["machine"]
     print(f"## celery-service benchmark: {len(runs)} run(s) pooled\n")
     print(f"Machine: {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}. Build: "
-          f"{', '.join(commits)}; service binary {', '.join(b[:16] for b in sorted(builds))}. Runs started "
+          f"{', '.join(commits)}, cargo profile {', '.join(profiles)}; "
+          f"service binary {', '.join(b[:16] for b in sorted(builds))}. Runs started "
           f"{', '.join(r.get('started_at', 'at an unrecorded time') for r in runs)}.\n")
     print(f"| target | rounds | pooled median | {LEVEL:.0%} interval of the median | runs missing it alone "
           "| verdict |")

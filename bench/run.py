@@ -6,7 +6,7 @@ loopback with a bench config in a temporary folder, runs every workload and prin
 ratios measured in the same run, then the targets as PASS/MISS.
 
     python3 bench/run.py            # full: 2 s per measurement, median of 7 rounds
-    python3 bench/run.py --short    # CI: 1 s per measurement, once
+    python3 bench/run.py --short --profile dev   # CI: 1 s per measurement, once, debug binary
 
 Exits non-zero when something is broken (the service does not start, a request fails, the floor
 cannot spawn), never because a target is missed: machines vary. See BENCHMARKS.md.
@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
+# The service binary of the cargo profile measured; main() points it at `--profile`'s.
 SERVICE = ROOT / "target" / "release" / "celery-service"
 LOADGEN = BENCH / "target" / "release" / "loadgen"
 
@@ -139,9 +140,9 @@ def identity():
             "started_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
 
 
-def build():
-    log("building the release binary and the load generator…")
-    subprocess.run(["cargo", "build", "--release", "--bin", "celery-service"], cwd=ROOT, check=True)
+def build(profile):
+    log(f"building the service (cargo profile {profile}) and the load generator…")
+    subprocess.run(["cargo", "build", "--profile", profile, "--bin", "celery-service"], cwd=ROOT, check=True)
     env = dict(os.environ, CARGO_TARGET_DIR=str(BENCH / "target"))
     subprocess.run(
         ["cargo", "build", "--release", "--manifest-path", str(BENCH / "loadgen" / "Cargo.toml")],
@@ -547,7 +548,8 @@ def with_rounds(median, rounds):
 def report(results):
     """The table and the targets, as markdown; returns the number of missed targets."""
     m = results["machine"]
-    print(f"\n## celery-service benchmark ({results['mode']})\n")
+    print(f"\n## celery-service benchmark ({results['mode']}, cargo profile "
+          f"{results.get('profile', 'release')})\n")
     print(f"Machine: {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}. "
           f"Each number is the median of {results['reps']} run(s) of {results['seconds']} s; "
           "each ratio is the median of the ratios of runs made back to back.\n")
@@ -624,15 +626,22 @@ def main():
     ap.add_argument("--short", action="store_true", help="1 s per measurement, once (CI)")
     ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
     ap.add_argument("--json", metavar="FILE", help="also write every number to FILE")
+    ap.add_argument("--profile", default="release",
+                    help="the cargo profile of the service binary: release (fat LTO, what users "
+                         "install; the default), release-fast (the crate rebuilds in under half the "
+                         "time, a few percent slower) or dev (CI's short run: the tests' binary)")
     opts = ap.parse_args()
+    global SERVICE
+    # Cargo puts the dev profile's output in target/debug, every other profile's under its name.
+    SERVICE = ROOT / "target" / ("debug" if opts.profile == "dev" else opts.profile) / "celery-service"
     seconds, reps = (1.0, 1) if opts.short else (2.0, 7)
     results = {"machine": machine(), "mode": "short" if opts.short else "full", "seconds": seconds,
-               "reps": reps}
+               "reps": reps, "profile": opts.profile}
     workdir = tempfile.mkdtemp(prefix="cs-bench-")
     ours = peer = None
     try:
         if not opts.no_build:
-            build()
+            build(opts.profile)
         results.update(identity())
         ours = Service(workdir, "main")
         if shutil.which("webhook"):
