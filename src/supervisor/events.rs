@@ -86,6 +86,8 @@ pub enum RunEvent {
         result: Arc<RunResult>,
         /// How long it took from its start.
         took: Duration,
+        /// When it ended, as its session shows it.
+        end_at: DateTime<Local>,
     },
 }
 

@@ -233,7 +233,7 @@ impl Supervisor {
         let _ = tokio::time::timeout(self.deadlines.stopped_within(), live.ended.cancelled()).await;
         self.logs.flushed().await;
         Ok(match live.result.get() {
-            Some(result) => view::ended(&live.info, result),
+            Some((result, end_at)) => view::ended(&live.info, result, *end_at),
             None => view::live(&live),
         })
     }

@@ -24,10 +24,14 @@ impl Observer for TaskLogLines {
                 format_args!("start /{}: {}", info.task.path, info.command),
             ),
             RunEvent::Output { .. } => {}
-            RunEvent::Ended { info, result, took } if result.ok => {
+            RunEvent::Ended {
+                info, result, took, ..
+            } if result.ok => {
                 info.log.event(info.id, format_args!("done in {took:.3?}"));
             }
-            RunEvent::Ended { info, result, took } => info.log.event(
+            RunEvent::Ended {
+                info, result, took, ..
+            } => info.log.event(
                 info.id,
                 format_args!("failed in {took:.3?}: {}", result.msg),
             ),
@@ -43,7 +47,9 @@ impl Observer for RunMetrics {
         match event {
             RunEvent::Started(info) => crate::metrics::run_started(&info.task.name),
             RunEvent::Output { .. } => {}
-            RunEvent::Ended { info, result, took } => {
+            RunEvent::Ended {
+                info, result, took, ..
+            } => {
                 crate::metrics::run_ended(&info.task.name, result.outcome(), *took);
             }
         }
@@ -87,9 +93,15 @@ pub struct EndedSessions(pub Arc<Retained>);
 
 impl Observer for EndedSessions {
     fn observe(&self, event: &RunEvent) {
-        if let RunEvent::Ended { info, result, .. } = event {
+        if let RunEvent::Ended {
+            info,
+            result,
+            end_at,
+            ..
+        } = event
+        {
             if info.is_async() {
-                self.0.insert(view::ended(info, result));
+                self.0.insert(view::ended(info, result, *end_at));
             }
         }
     }

@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::{DateTime, Local};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::Notify;
@@ -56,8 +58,8 @@ pub struct Live {
     pub ended: CancellationToken,
     /// The latest stdout line (a built-in task: its latest log line).
     pub latest: Mutex<String>,
-    /// The run's result, set just before it leaves the registry.
-    pub result: OnceLock<Arc<RunResult>>,
+    /// The run's result and when it ended, set just before it leaves the registry.
+    pub result: OnceLock<(Arc<RunResult>, DateTime<Local>)>,
 }
 
 impl Live {

@@ -186,11 +186,13 @@ impl EndGuard {
     fn finish(&mut self, result: Arc<RunResult>) {
         self.done = true;
         let info = self.live.info.clone();
-        let _ = self.live.result.set(result.clone());
+        let end_at = Local::now();
+        let _ = self.live.result.set((result.clone(), end_at));
         self.sup.bus.publish(RunEvent::Ended {
             took: info.started.elapsed(),
             info,
             result,
+            end_at,
         });
         self.sup.registry.remove(self.live.info.id);
     }

@@ -1,6 +1,6 @@
 //! How a run reads as an async session: live from the registry, ended from its result.
 
-use chrono::Local;
+use chrono::{DateTime, Local};
 
 use super::events::RunInfo;
 use super::registry::Live;
@@ -18,12 +18,12 @@ pub fn live(run: &Live) -> SessionInfo {
 
 /// An ended run as a session: `message` is the result's `data`, `error` is `""` on success and
 /// the failure text otherwise.
-pub fn ended(info: &RunInfo, result: &RunResult) -> SessionInfo {
+pub fn ended(info: &RunInfo, result: &RunResult, end_at: DateTime<Local>) -> SessionInfo {
     SessionInfo {
         message: result.data.clone(),
         error: result.error().to_string(),
         done: true,
-        end_at: Some(Local::now()),
+        end_at: Some(end_at),
         exit_code: result.exit_code,
         ..base(info)
     }

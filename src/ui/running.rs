@@ -86,7 +86,9 @@ fn event(ev: RunEvent) -> Event {
         RunEvent::Output { id, line } => {
             Event::message(json!({"id": id, "line": &*line}).to_string()).event_type("output")
         }
-        RunEvent::Ended { info, result, took } => Event::message(
+        RunEvent::Ended {
+            info, result, took, ..
+        } => Event::message(
             json!({
                 "id": info.id,
                 "task": info.task.path,

@@ -97,6 +97,8 @@ async fn kill_ends_a_grandchild_that_ignores_sigterm_before_answering() {
     let error = v["data"]["error"].as_str().unwrap();
     assert!(error.starts_with("killed on request"), "{error}");
     assert_eq!(s.session(&id).await["done"], true);
+    // The kill's answer is the session as every later query shows it, end time included.
+    assert_eq!(s.session(&id).await, v["data"]);
     assert_logged_ending(&s.log("stubborn"), leader);
 }
 
